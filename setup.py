@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vlreg",
+    version="0.1.0",
+    description="Vision-language and video-language models assembled from frozen parts, by name",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vlreg", "vlreg.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4,<3",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.21",
+        "safetensors>=0.4",
+        "timm>=1.0",
+        "omegaconf>=2.3",
+        "decord>=0.6",
+        "av>=12",
+        "pycocoevalcap>=1.2",
+        "webdataset>=0.2.90",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+    entry_points={
+        "console_scripts": ["vlreg=vlreg.cli:main"],
+    },
+)

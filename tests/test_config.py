@@ -1,0 +1,68 @@
+import pytest
+
+from vlreg.config import load_config, parse_overrides, save_config, to_plain
+from vlreg.errors import ConfigError
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_includes_merge_in_order_and_own_keys_win(tmp_path):
+    write(tmp_path / "base" / "a.yaml", "model: {width: 1, depth: 2}\nrun: {lr: 0.1}\n")
+    write(tmp_path / "base" / "b.yaml", "includes: [a.yaml]\nmodel: {width: 3}\n")
+    main = write(tmp_path / "main.yaml", "includes: [base/b.yaml]\nrun: {lr: 0.5, out: '${model.width}'}\n")
+    cfg = to_plain(load_config(main))
+    assert cfg == {"model": {"width": 3, "depth": 2}, "run": {"lr": 0.5, "out": 3}}
+
+
+def test_overrides_and_interpolation(tmp_path):
+    main = write(tmp_path / "main.yaml", "run: {lr: 0.1, name: 'x'}\nout: '${run.name}_${run.lr}'\n")
+    cfg = to_plain(load_config(main, ["run.lr=0.25", "run.name=y", "model.bridge.name=mlp"]))
+    assert cfg["out"] == "y_0.25"
+    assert cfg["model"] == {"bridge": {"name": "mlp"}}
+
+
+def test_include_search_path(tmp_path, monkeypatch):
+    write(tmp_path / "lib" / "shared.yaml", "a: 1\n")
+    monkeypatch.setenv("VLREG_CONFIG_PATH", str(tmp_path / "lib"))
+    main = write(tmp_path / "x" / "main.yaml", "includes: [shared.yaml]\nb: 2\n")
+    assert to_plain(load_config(main)) == {"a": 1, "b": 2}
+
+
+def test_missing_file_and_missing_include_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' not found"):
+        load_config(tmp_path / "nope.yaml")
+    main = write(tmp_path / "main.yaml", "includes: [gone.yaml]\n")
+    with pytest.raises(ConfigError, match="'gone.yaml' not found"):
+        load_config(main)
+
+
+def test_include_cycle(tmp_path):
+    write(tmp_path / "a.yaml", "includes: [b.yaml]\n")
+    write(tmp_path / "b.yaml", "includes: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "model: {width: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot parse config .*bad.yaml"):
+        load_config(bad)
+
+
+def test_bad_override_and_bad_interpolation(tmp_path):
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_overrides(["run.lr"])
+    main = write(tmp_path / "m.yaml", "a: '${missing.key}'\n")
+    with pytest.raises(ConfigError, match="cannot resolve config"):
+        to_plain(load_config(main))
+
+
+def test_save_config_is_resolved(tmp_path):
+    main = write(tmp_path / "m.yaml", "a: 2\nb: '${a}'\n")
+    out = save_config(load_config(main), tmp_path / "run" / "config.yaml")
+    assert to_plain(load_config(out)) == {"a": 2, "b": 2}
+    assert "${" not in out.read_text()

@@ -1,0 +1,7 @@
+"""``python -m vlreg``: see :mod:`vlreg.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
