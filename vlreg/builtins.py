@@ -5,15 +5,60 @@ registers the component with :func:`vlreg.register`. A test checks that this tab
 and the decorators agree.
 """
 
+_ENCODERS = "vlreg.models.encoders"
+_BRIDGES = "vlreg.models.bridges"
+_LLMS = "vlreg.models.llms"
+_DATA = "vlreg.data"
+_PROCESSORS = "vlreg.data.processors"
+_METRICS = "vlreg.metrics"
+
 BUILTINS: dict[str, dict[str, str]] = {
-    "encoder": {},
-    "bridge": {},
+    "encoder": {
+        "timm_vit": f"{_ENCODERS}.timm_vit",
+        "eva_vit_g": f"{_ENCODERS}.timm_vit",
+        "clip_vit_l": f"{_ENCODERS}.timm_vit",
+        "video": f"{_ENCODERS}.video",
+        "precomputed": f"{_ENCODERS}.precomputed",
+    },
+    "bridge": {
+        "qformer": f"{_BRIDGES}.qformer",
+        "linear": f"{_BRIDGES}.projectors",
+        "mlp": f"{_BRIDGES}.projectors",
+        "perceiver": f"{_BRIDGES}.perceiver",
+    },
     "prompter": {},
-    "llm": {},
-    "dataset": {},
-    "processor": {},
+    "llm": {
+        "causal_lm": f"{_LLMS}.causal",
+        "seq2seq_lm": f"{_LLMS}.seq2seq",
+    },
+    "dataset": {
+        "coco_caption": f"{_DATA}.coco",
+        "coco_retrieval": f"{_DATA}.coco",
+        "vqav2": f"{_DATA}.vqav2",
+        "msrvtt_caption": f"{_DATA}.msrvtt",
+        "msrvtt_qa": f"{_DATA}.msrvtt",
+        "msrvtt_retrieval": f"{_DATA}.msrvtt",
+        "webdataset_pairs": f"{_DATA}.webdataset",
+        "text_lines": f"{_DATA}.sentences",
+        "text_jsonl": f"{_DATA}.sentences",
+        "text_shards": f"{_DATA}.sentences",
+        "caption_corpus": f"{_DATA}.sentences",
+    },
+    "processor": {
+        "image_train": f"{_PROCESSORS}.image",
+        "image_eval": f"{_PROCESSORS}.image",
+        "video_train": f"{_PROCESSORS}.video",
+        "video_eval": f"{_PROCESSORS}.video",
+        "npy_features": f"{_PROCESSORS}.features",
+        "caption": f"{_PROCESSORS}.text",
+        "question": f"{_PROCESSORS}.text",
+    },
     "task": {},
     "runner": {},
-    "metric": {},
+    "metric": {
+        "caption_scores": f"{_METRICS}.caption",
+        "vqa_accuracy": f"{_METRICS}.vqa",
+        "retrieval_recall": f"{_METRICS}.retrieval",
+    },
     "suite": {},
 }
