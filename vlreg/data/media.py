@@ -1,0 +1,153 @@
+"""Bad media files: skipped, counted in the main process, and fatal beyond a threshold.
+
+A media processor raises :class:`BadMedia` when a file is missing, truncated, in a
+codec that cannot be decoded or without frames. A dataset turns that into a
+:class:`BadSample` sentinel instead of an item; :func:`vlreg.data.collate.collate`
+drops sentinels from the batch and lists them under ``batch["_bad"]``. Counting
+therefore happens where batches arrive, in the main process, which also works
+with DataLoader workers (whose own counters would be lost)::
+
+    report = dataset.bad_media_report()
+    for batch in track_bad_media(loader, report):   # pops "_bad", skips empty batches
+        ...
+    # at the end of the epoch: one log line, and DataError beyond max_bad_fraction
+
+:class:`BadMediaReport` fails the run with a :class:`~vlreg.errors.DataError` that
+names a few files when more than ``max_bad_fraction`` of the items seen are bad.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Optional
+
+from ..errors import DataError
+
+log = logging.getLogger("vlreg.data")
+
+BAD_KEY = "_bad"
+NAMED_IN_MESSAGES = 5
+
+
+class BadMedia(Exception):
+    """A media file that cannot be used: missing, truncated, undecodable or empty."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """What a dataset returns in place of an item whose media is bad (dropped by collate)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+@dataclass
+class BadMediaReport:
+    """Counts items and bad media over one epoch; lives in the main process.
+
+    Args:
+        name: the dataset, as named in messages (e.g. ``"coco_caption train"``).
+        max_bad_fraction: the largest tolerated share of bad items among the items seen.
+        expected_total: the items in one epoch when known (map-style datasets). The run
+            then fails as soon as the bad items alone exceed the fraction of this total,
+            since the epoch can no longer end below the threshold.
+        min_seen: for streams of unknown length, the fraction is checked after every
+            batch once this many items were seen (earlier, a few bad files at the start
+            would fail a healthy run), and at the end of the epoch.
+    """
+
+    name: str = "data"
+    max_bad_fraction: float = 0.05
+    expected_total: Optional[int] = None
+    min_seen: int = 1000
+    seen: int = 0
+    bad: list[BadSample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise DataError(f"{self.name}: max_bad_fraction must lie in [0, 1], got {self.max_bad_fraction}")
+
+    @property
+    def num_bad(self) -> int:
+        return len(self.bad)
+
+    @property
+    def fraction(self) -> float:
+        return self.num_bad / self.seen if self.seen else 0.0
+
+    def record(self, num_good: int, bad: Iterable[BadSample]) -> None:
+        """Count one batch: ``num_good`` usable items and the bad ones."""
+        bad = list(bad)
+        self.seen += num_good + len(bad)
+        self.bad.extend(bad)
+        if bad:
+            self.check(final=False)
+
+    def update(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Count a collated batch and return it without its ``"_bad"`` entry."""
+        from .collate import batch_size
+
+        bad = batch.pop(BAD_KEY, [])
+        self.record(batch_size(batch), bad)
+        return batch
+
+    def check(self, final: bool = True) -> None:
+        """Raise DataError when the bad items exceed the tolerated fraction.
+
+        During an epoch (``final=False``) only a verdict that cannot change is
+        acted on (see ``expected_total`` and ``min_seen``).
+        """
+        if self.expected_total:
+            exceeded = self.num_bad > self.max_bad_fraction * self.expected_total
+        else:
+            exceeded = False
+        if final or (not self.expected_total and self.seen >= self.min_seen):
+            exceeded = exceeded or self.num_bad > self.max_bad_fraction * self.seen
+        if exceeded:
+            raise DataError(
+                f"{self.name}: {self.num_bad} bad media files among {self.seen} items seen "
+                f"({self.fraction:.1%}) exceed max_bad_fraction {self.max_bad_fraction:g}; e.g. {self._examples()}"
+            )
+
+    def summary(self) -> str:
+        """One line: how many files were bad and which."""
+        if not self.bad:
+            return f"{self.name}: {self.seen} items, no bad media files"
+        return (f"{self.name}: skipped {self.num_bad} bad media files of {self.seen} items "
+                f"({self.fraction:.1%}): {self._examples()}")
+
+    def end_epoch(self) -> str:
+        """Log the summary, apply the threshold to the whole epoch and start counting afresh."""
+        line = self.summary()
+        (log.warning if self.bad else log.info)(line)
+        self.check(final=True)
+        self.seen, self.bad = 0, []
+        return line
+
+    def _examples(self) -> str:
+        named = ", ".join(str(b) for b in self.bad[:NAMED_IN_MESSAGES])
+        more = self.num_bad - NAMED_IN_MESSAGES
+        return named + (f" and {more} more" if more > 0 else "")
+
+
+def track_bad_media(batches: Iterable[Mapping[str, Any]], report: BadMediaReport) -> Iterator[dict[str, Any]]:
+    """Iterate over collated batches, counting bad media; skip batches left empty.
+
+    Ends the report's epoch when the iteration completes (logging its summary and
+    raising DataError beyond the threshold).
+    """
+    from .collate import batch_size
+
+    for batch in batches:
+        batch = report.update(dict(batch))
+        if batch_size(batch):
+            yield batch
+    report.end_epoch()
