@@ -26,9 +26,14 @@ def test_metrics_are_registered_plain_functions_and_import_light():
                            ("retrieval_recall", retrieval_recall)]:
         assert vlreg.get("metric", name) is function
         assert vlreg.registry("metric").summary(name)
-    code = "import sys, vlreg.metrics; print('pycocoevalcap' in sys.modules, 'numpy' in sys.modules)"
+    code = (
+        "import sys, vlreg.metrics\n"
+        "print('pycocoevalcap' in sys.modules, 'vlreg.metrics.caption' in sys.modules)\n"
+        "from vlreg.metrics import caption_scores\n"
+        "print('pycocoevalcap' in sys.modules, 'vlreg.metrics.caption' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "False", "True"]
 
 
 # -- captioning -----------------------------------------------------------------------------------

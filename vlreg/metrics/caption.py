@@ -166,7 +166,9 @@ def caption_scores(
         ``{"Bleu_1": float, ..., "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE": float | None,
         "per_image": {image_id: {score name: float}}, "unavailable": {score name: reason}}``.
         Scores are pycocoevalcap's (fractions, CIDEr around 1 for good captions), equal to
-        running its PTBTokenizer and scorers directly. SPICE is None, and ``unavailable``
+        running its PTBTokenizer and scorers directly (one difference: every line break in
+        a caption becomes a space, where pycocoevalcap replaces only "\\n" and lets the others
+        shift later captions onto the wrong images). SPICE is None, and ``unavailable``
         says why, when the Stanford CoreNLP jars are not present locally (see
         :func:`spice_unavailable_reason`) or SPICE fails; ``unavailable`` is empty otherwise.
         ``per_image`` holds each image's scores (SPICE: its "All" F-score) for analysis.

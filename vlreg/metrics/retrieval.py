@@ -21,11 +21,16 @@ from ..registry import register
 RECALL_AT = (1, 5, 10)
 
 
+def _numpy(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor, in any dtype or on any device
+        values = values.detach().cpu()
+        values = values.float() if values.is_floating_point() else values
+    return np.asarray(values)
+
+
 def _as_matrix(sim: Any) -> np.ndarray:
-    if hasattr(sim, "detach"):  # a torch tensor, in any dtype or device
-        sim = sim.detach().float().cpu().numpy()
-    sim = np.asarray(sim)
-    if sim.dtype.kind != "f":  # keep float32 as it is: a COCO 5k x 25k matrix is large
+    sim = _numpy(sim)
+    if sim.dtype.kind != "f":  # float32 stays as it is: a COCO 5k x 25k matrix is large
         sim = sim.astype(np.float64)
     if sim.ndim != 2 or 0 in sim.shape:
         raise DataError(f"retrieval: sim must be a non-empty [num_media, num_texts] matrix, got shape {sim.shape}")
@@ -36,7 +41,7 @@ def _as_matrix(sim: Any) -> np.ndarray:
 
 def _correct_pairs(num_media: int, num_texts: int, txt2media: Sequence[int], media2txt: Sequence[Sequence[int]]) -> np.ndarray:
     """``[num_media, num_texts]`` boolean: text t describes media m; the two mappings must agree."""
-    txt2media = np.asarray(txt2media)
+    txt2media = _numpy(txt2media)
     if txt2media.shape != (num_texts,) or not np.issubdtype(txt2media.dtype, np.integer):
         raise DataError(f"retrieval: txt2media must hold one integer per text ({num_texts}), got shape {txt2media.shape}")
     if len(media2txt) != num_media:
@@ -71,10 +76,11 @@ def retrieval_ranks(sim: Any, txt2media: Sequence[int], media2txt: Sequence[Sequ
     """
     sim = _as_matrix(sim)
     correct = _correct_pairs(*sim.shape, txt2media, media2txt)
-    best_text = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)  # [M, 1]
-    text_ranks = 1 + ((sim >= best_text) & ~correct).sum(axis=1)
-    own_media = sim[np.asarray(txt2media), np.arange(sim.shape[1])]  # [T]
-    media_ranks = 1 + ((sim >= own_media) & ~correct).sum(axis=0)
+    wrong = ~correct
+    best_text = sim.max(axis=1, where=correct, initial=-np.inf, keepdims=True)  # [M, 1]
+    text_ranks = 1 + ((sim >= best_text) & wrong).sum(axis=1)
+    own_media = sim.max(axis=0, where=correct, initial=-np.inf)  # [T]: each text has one media
+    media_ranks = 1 + ((sim >= own_media) & wrong).sum(axis=0)
     return text_ranks, media_ranks
 
 
