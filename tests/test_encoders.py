@@ -46,24 +46,40 @@ def test_timm_vit_gives_all_tokens_and_matches_timm_on_the_same_weights():
     assert enc(media).tokens.shape == (3, 5, 192)
 
 
-def test_drop_last_blocks_and_final_norm_take_the_second_last_block(tmp_path):
+FAMILIES = {  # a tiny member of each timm family the presets use: ViT (CLIP ViT-L) and EVA (ViT-g)
+    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "depth": 2}, 192),
+    "eva": ("eva_giant_patch14_clip_224", {"img_size": 28, "depth": 2, "embed_dim": 64, "num_heads": 4}, 64),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_drop_last_blocks_and_final_norm_take_the_second_last_block(tmp_path, family):
     """BLIP-2's recipe: raw output of the second-last block, then a LayerNorm (no timm final norm)."""
+    import timm
     from safetensors.torch import save_file
 
-    reference = timm_tiny()
+    model, kwargs, width = FAMILIES[family]
+    torch.manual_seed(1)
+    reference = timm.create_model(model, num_classes=0, **kwargs).eval()
     path = tmp_path / "timm_full.safetensors"  # a bare timm checkpoint: it still has block 1 and the final norm
     save_file(reference.state_dict(), str(path))
-    enc = tiny(drop_last_blocks=1, final_norm=True, checkpoint=str(path))
-    assert len(enc.vit.blocks) == 1 and isinstance(enc.vit.norm, nn.Identity)
+    size = kwargs.pop("img_size")
+    enc = build("encoder", {"name": "timm_vit", "model": model, "img_size": size, "model_kwargs": kwargs,
+                            "drop_last_blocks": 1, "final_norm": True, "checkpoint": str(path)})
+    assert len(enc.vit.blocks) == 1 and isinstance(enc.vit.norm, nn.Identity) and enc.width == width
+    x = images(size=size)
     with torch.no_grad():
         enc.post_norm.weight.uniform_(0.5, 1.5)
         enc.post_norm.bias.uniform_(-1, 1)
-        x = images()
-        hidden = reference.blocks[0](reference.norm_pre(reference._pos_embed(reference.patch_embed(x))))
-        expected = F.layer_norm(hidden, (192,), enc.post_norm.weight, enc.post_norm.bias)
-    torch.testing.assert_close(enc(x).tokens, expected, rtol=1e-5, atol=1e-5)
+        [(patches, prefix)] = reference.forward_intermediates(
+            x, indices=[0], norm=False, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True)
+        hidden = torch.cat([prefix, patches], dim=1)
+        expected = F.layer_norm(hidden, (width,), enc.post_norm.weight, enc.post_norm.bias)
+    out = enc(x).tokens
+    assert out.shape == (2, enc.num_tokens, width)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match=r"drop_last_blocks must be in \[0, 1\]"):
-        tiny(drop_last_blocks=2)
+        build("encoder", {"name": "timm_vit", "model": model, "model_kwargs": kwargs, "drop_last_blocks": 2})
 
 
 def test_frozen_encoder_has_no_gradients_stays_in_eval_and_builds_no_graph():
