@@ -36,7 +36,7 @@ def test_installed_plugin_is_listed_and_builds_from_a_config(plugin_site, tmp_pa
         from vlreg.config import load_config
         from vlreg.models.base import Features
         assert 'gated_projector' in vlreg.list_components('bridge')['bridge']
-        bridge = vlreg.build('bridge', load_config({str(cfg)!r}).bridge)
+        bridge = vlreg.create('bridge', load_config({str(cfg)!r}).bridge)
         prompts = bridge(Features(torch.randn(2, 10, 8)))
         print(type(bridge).__module__, tuple(prompts.embeds.shape))
     """)
@@ -56,7 +56,7 @@ def test_plugin_misspelt_key_is_named(plugin_site):
         from vlreg.cli import guarded
         @guarded
         def main(argv):
-            vlreg.build('bridge', {'name': 'gated_projector', 'vision_width': 8, 'llm_widht': 16})
+            vlreg.create('bridge', {'name': 'gated_projector', 'vision_width': 8, 'llm_widht': 16})
             return 0
         raise SystemExit(main(None))
     """)

@@ -24,7 +24,7 @@ __all__ = [
     "DataError",
     "UnknownComponentError",
     "UserError",
-    "build",
+    "create",
     "get",
     "list_components",
     "load_model",
@@ -33,11 +33,14 @@ __all__ = [
 ]
 
 
-def build(kind: str, node: Any, **defaults: Any) -> Any:
-    """Build a component from a config node ``{name: ..., **kwargs}`` (see :mod:`vlreg.build`)."""
-    from .build import build as _build
+def create(kind: str, node: Any, **defaults: Any) -> Any:
+    """Build a component from a config node ``{name: ..., **kwargs}`` or a bare name.
 
-    return _build(kind, node, kind, defaults)
+    ``defaults`` fill constructor arguments the node leaves out (see :mod:`vlreg.build`).
+    """
+    from .build import build
+
+    return build(kind, node, kind, defaults)
 
 
 def load_model(source: str, **kwargs: Any) -> Any:
