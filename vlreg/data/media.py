@@ -10,7 +10,8 @@ with DataLoader workers (whose own counters would be lost)::
     report = dataset.bad_media_report()
     for batch in track_bad_media(loader, report):   # pops "_bad", skips empty batches
         ...
-    # at the end of the epoch: one log line, and DataError beyond max_bad_fraction
+    # at the end of the epoch: one log line, the counts in report.epochs[-1],
+    # and DataError beyond max_bad_fraction
 
 :class:`BadMediaReport` fails the run with a :class:`~vlreg.errors.DataError` that
 names a few files when more than ``max_bad_fraction`` of the items seen are bad.
@@ -22,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger("vlreg.data")
 
@@ -62,6 +63,8 @@ class BadMediaReport:
         min_seen: for streams of unknown length, the fraction is checked after every
             batch once this many items were seen (earlier, a few bad files at the start
             would fail a healthy run), and at the end of the epoch.
+
+    ``epochs`` keeps the counts of each finished epoch (:meth:`as_dict`), for the runner's records.
     """
 
     name: str = "data"
@@ -70,10 +73,11 @@ class BadMediaReport:
     min_seen: int = 1000
     seen: int = 0
     bad: list[BadSample] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise DataError(f"{self.name}: max_bad_fraction must lie in [0, 1], got {self.max_bad_fraction}")
+            raise ConfigError(f"{self.name}: max_bad_fraction must lie in [0, 1], got {self.max_bad_fraction}")
 
     @property
     def num_bad(self) -> int:
@@ -124,12 +128,19 @@ class BadMediaReport:
         return (f"{self.name}: skipped {self.num_bad} bad media files of {self.seen} items "
                 f"({self.fraction:.1%}): {self._examples()}")
 
+    def as_dict(self) -> dict[str, Any]:
+        """The counts so far: ``{"items", "bad", "fraction", "files": ["path (reason)", ...]}``."""
+        return {"items": self.seen, "bad": self.num_bad, "fraction": self.fraction, "files": [str(b) for b in self.bad]}
+
     def end_epoch(self) -> str:
-        """Log the summary, apply the threshold to the whole epoch and start counting afresh."""
+        """Log the summary, keep the epoch's counts in ``epochs``, apply the threshold, count afresh."""
         line = self.summary()
         (log.warning if self.bad else log.info)(line)
-        self.check(final=True)
-        self.seen, self.bad = 0, []
+        self.epochs.append(self.as_dict())
+        try:
+            self.check(final=True)
+        finally:
+            self.seen, self.bad = 0, []
         return line
 
     def _examples(self) -> str:

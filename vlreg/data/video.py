@@ -62,29 +62,61 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
 
     ``width``/``height`` resize at decode time (-1 keeps the video's size). Raises
     BadMedia for a missing, empty, truncated or undecodable file, or one without frames.
+
+    decord 0.6 cannot output a few widths (2-4, 6, 8, 12, 16, 24, 48, 72 pixels: its
+    copy out of ffmpeg's padded frame fails); for those, frames are decoded at the
+    next multiple of 32 and resized to ``width`` (bicubic).
     """
     path = str(path)
     if not os.path.isfile(path):
         raise BadMedia(path, "file not found")
     if os.path.getsize(path) == 0:
         raise BadMedia(path, "empty file")
-    import decord
-
-    try:
-        reader = decord.VideoReader(path, width=width, height=height, num_threads=1)
-        total = len(reader)
-    except Exception as exc:  # decord reports every failure as a (DECORD)RuntimeError
-        raise BadMedia(path, f"cannot open video: {_first_line(exc)}") from None
+    reader = _open(path, width, height)
+    total = len(reader)
     if total == 0:
         raise BadMedia(path, "no frames")
     indices = frame_indices(total, num_frames, sampling, generator)
     unique = sorted(set(indices))
     try:
-        frames = reader.get_batch(unique).asnumpy()
-    except Exception as exc:
-        raise BadMedia(path, f"cannot decode frames {unique}: {_first_line(exc)}") from None
+        frames = _get_batch(reader, unique, path)
+    except _PaddedWidth:
+        if width <= 0:
+            raise BadMedia(path, "decord cannot output this video's width; give a width") from None
+        wider = _get_batch(_open(path, -(-width // 32) * 32, height), unique, path)
+        frames = _resize_width(wider, width)
     position = {index: i for i, index in enumerate(unique)}
     return frames[[position[i] for i in indices]]
+
+
+class _PaddedWidth(Exception):
+    """decord's copy of a frame whose rows ffmpeg padded failed (it depends on the width only)."""
+
+
+def _open(path: str, width: int, height: int):
+    import decord
+
+    try:
+        return decord.VideoReader(path, width=width, height=height, num_threads=1)
+    except Exception as exc:  # decord reports every failure as a (DECORD)RuntimeError
+        raise BadMedia(path, f"cannot open video: {_first_line(exc)}") from None
+
+
+def _get_batch(reader, indices: list[int], path: str) -> np.ndarray:
+    try:
+        return reader.get_batch(indices).asnumpy()
+    except Exception as exc:
+        if "DECORDArrayCopyFromTo" in str(exc):
+            raise _PaddedWidth() from None
+        raise BadMedia(path, f"cannot decode frames {indices}: {_first_line(exc)}") from None
+
+
+def _resize_width(frames: np.ndarray, width: int) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 -> ``[T, H, width, 3]`` (bicubic)."""
+    from PIL import Image
+
+    height = frames.shape[1]
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
 
 
 def _first_line(exc: BaseException) -> str:
