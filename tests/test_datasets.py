@@ -58,7 +58,7 @@ def test_coco_caption_train_pairs(world):
     ds = create("dataset", {"name": "coco_caption", "root": str(world / "coco"), "split": "train",
                            "processor": {"name": "image_train", "image_size": 16, "hflip": False},
                            "text_processor": CAPTION})
-    assert len(ds) == len(entries) == 300
+    assert len(ds) == len(entries) > 100
     caption = create("processor", CAPTION)
     for i in (0, 17, 299):
         item = ds[i]
@@ -75,7 +75,7 @@ def test_coco_caption_train_pairs(world):
 def test_coco_caption_eval_references_agree_with_the_ground_truth_file(world):
     entries = read(world / "coco/annotations/coco_karpathy_val.json")
     ds = create("dataset", {"name": "coco_caption", "root": str(world / "coco"), "split": "val", "processor": IMAGE})
-    assert len(ds) == len(entries) == 20
+    assert len(ds) == len(entries) > 5
     item = ds[0]
     assert set(item) == {"image", "image_id", "media_path"} and isinstance(item["image_id"], int)
     assert ds.gt_file == world / "coco/annotations/coco_karpathy_val_gt.json"
@@ -92,7 +92,7 @@ def test_coco_retrieval_texts_and_index_maps(world):
     ds = create("dataset", {"name": "coco_retrieval", "root": str(world / "coco"), "split": "test",
                            "processor": IMAGE, "text_processor": CAPTION})
     caption = create("processor", CAPTION)
-    assert len(ds) == 20 and len(ds.texts) == 100
+    assert len(ds) == len(entries) and len(ds.texts) == 5 * len(entries)
     assert ds.texts == [caption(c) for e in entries for c in e["caption"]]
     for i, texts in enumerate(ds.media2txt):
         assert texts == list(range(5 * i, 5 * i + 5)) and all(ds.txt2media[j] == i for j in texts)
@@ -109,7 +109,7 @@ def test_vqav2_training_answers_and_weights(world):
     annotations = {a["question_id"]: a for a in read(world / "vqav2/v2_mscoco_train2014_annotations.json")["annotations"]}
     ds = create("dataset", {"name": "vqav2", "root": str(world / "vqav2"), "split": "train2014",
                            "processor": IMAGE, "text_processor": QUESTION})
-    assert len(ds) == len(questions) == 300 and ds.training
+    assert len(ds) == len(questions) > 100 and ds.training
     for i in (0, 5, 299):
         item, question = ds[i], questions[i]
         given = [a["answer"] for a in annotations[question["question_id"]]["answers"]]
@@ -137,7 +137,7 @@ def test_answers_are_drawn_by_annotator_frequency():
 def test_vqav2_evaluation_exposes_official_files(world):
     ds = create("dataset", {"name": "vqav2", "root": str(world / "vqav2"), "split": "val2014", "processor": IMAGE,
                            "text_processor": QUESTION})
-    assert not ds.training and len(ds) == 200
+    assert not ds.training and len(ds) == len(read(ds.question_file)["questions"])
     assert set(ds[0]) == {"image", "text_input", "question_id", "media_path"}
     assert ds.question_file == world / "vqav2/v2_OpenEnded_mscoco_val2014_questions.json"
     assert ds.annotation_file == world / "vqav2/v2_mscoco_val2014_annotations.json"
@@ -149,7 +149,7 @@ def test_vqav2_test_split_without_annotations(world, tmp_path):
     for split in ("test2015", "test-dev2015"):
         (tmp_path / f"v2_OpenEnded_mscoco_{split}_questions.json").write_text(json.dumps(questions))
     ds = create("dataset", {"name": "vqav2", "root": str(tmp_path), "split": "test-dev2015", "image_root": "/images"})
-    assert ds.annotation_file is None and len(ds) == 200
+    assert ds.annotation_file is None and len(ds) == len(questions["questions"])
     image_id = questions["questions"][0]["image_id"]
     assert ds[0]["media_path"] == f"/images/test2015/COCO_test2015_{image_id:012d}.jpg"
     with pytest.raises(DataError, match="v2_mscoco_test2015_annotations.json not found"):
@@ -165,21 +165,38 @@ def test_msrvtt_caption_splits(world):
     root = str(world / "msrvtt")
     train = create("dataset", {"name": "msrvtt_caption", "root": root, "split": "train", "processor": VIDEO,
                               "text_processor": CAPTION})
-    assert len(train) == len(sentences) == 150
+    assert len(train) == len(sentences) > 50
     item = train[0]
     assert item["video"].shape == (4, 3, 16, 16) and item["video"].dtype == torch.float32
     assert item["image_id"] == sentences[0]["video_id"] and item["media_path"].endswith(f"/{item['image_id']}.mp4")
     assert item["text_input"] == create("processor", CAPTION)(sentences[0]["caption"])
 
     val = create("dataset", {"name": "msrvtt_caption", "root": root, "split": "val"})
-    assert len(val) == 10 and set(val[0]) == {"image_id", "media_path"}
+    assert len(val) == sum(v["split"] == "validate" for v in info["videos"]) and set(val[0]) == {"image_id", "media_path"}
     test = create("dataset", {"name": "msrvtt_caption", "root": root, "split": "test", "processor": VIDEO})
     test_info = read(world / "msrvtt/annotations/test_videodatainfo.json")
     expected: dict[str, list[str]] = {}
     for s in test_info["sentences"]:
         expected.setdefault(s["video_id"], []).append(s["caption"])
-    assert test.references() == expected and len(test) == 10
+    assert test.references() == expected and len(test) == len(test_info["videos"])
     assert torch.equal(test[0]["video"], create("processor", VIDEO)(test.records[0]["media_path"]))
+
+
+def test_msrvtt_with_pre_extracted_features(world, tmp_path):
+    import numpy as np
+
+    videos = [v["video_id"] for v in read(world / "msrvtt/annotations/test_videodatainfo.json")["videos"]]
+    for k, video in enumerate(videos):  # video k: k % 4 + 2 rows, filled with k
+        np.save(tmp_path / f"{video}.npy", np.full((k % 4 + 2, 6), k, np.float32))
+    ds = create("dataset", {"name": "msrvtt_caption", "root": str(world / "msrvtt"), "split": "test",
+                            "video_root": str(tmp_path), "processor": {"name": "npy_features", "max_tokens": 4}})
+    item = ds[1]
+    assert item["media_path"] == str(tmp_path / f"{videos[1]}.npy")
+    assert item["features"].shape == (4, 6) and item["features"][0, 0] == 1
+    assert item["features_mask"].tolist() == [True, True, True, False]  # 3 rows, padded to 4
+    batch = collate([ds[i] for i in range(4)])
+    assert batch["features"].shape == (4, 4, 6)
+    assert batch["features_mask"].sum(1).tolist() == [2, 3, 4, 4]  # 2, 3, 4 rows; 5 truncated to 4
 
 
 def test_msrvtt_qa(world):
@@ -187,7 +204,7 @@ def test_msrvtt_qa(world):
     root = str(world / "msrvtt")
     train = create("dataset", {"name": "msrvtt_qa", "root": root, "split": "train", "processor": VIDEO,
                               "text_processor": QUESTION})
-    assert len(train) == len(entries) == 120
+    assert len(train) == len(entries) > 50
     item = train[7]
     assert item["answers"] == [entries[7]["answer"]] and item["weights"] == [1.0]
     assert item["text_output"] == entries[7]["answer"] and item["question_id"] == entries[7]["id"]
@@ -208,16 +225,16 @@ def test_msrvtt_retrieval_1k_a(world):
         rows = list(csv.DictReader(f))
     test = create("dataset", {"name": "msrvtt_retrieval", "root": str(world / "msrvtt"), "split": "test",
                              "processor": VIDEO})
-    assert len(test) == len(rows) == 10
+    assert len(test) == len(rows) > 5
     assert test.texts == [r["sentence"] for r in rows]
-    assert test.txt2media == list(range(10)) and test.media2txt == [[i] for i in range(10)]
+    assert test.txt2media == list(range(len(rows))) and test.media2txt == [[i] for i in range(len(rows))]
     assert test[2]["media_path"].endswith(f"/{rows[2]['video_id']}.mp4") and test[2]["index"] == 2
 
     with open(ann / "MSRVTT_train.9k.csv", newline="") as f:
         train_ids = [r["video_id"] for r in csv.DictReader(f)]
     sentences = read(ann / "train_val_videodatainfo.json")["sentences"]
     train = create("dataset", {"name": "msrvtt_retrieval", "root": str(world / "msrvtt"), "split": "train"})
-    assert len(train) == sum(s["video_id"] in train_ids for s in sentences) == 200
+    assert len(train) == sum(s["video_id"] in train_ids for s in sentences) > 50
     assert {r["image_id"] for r in train.records} == set(train_ids)
 
 
@@ -241,7 +258,10 @@ def test_text_corpora(world):
     captions = [e["caption"] for e in read(world / "coco/annotations/coco_karpathy_train.json")]
     assert [item["text_input"] for item in every_item(corpus)] == captions
     videos = create("dataset", {"name": "caption_corpus", "dataset": {"name": "msrvtt_caption", "root": str(world / "msrvtt")}})
-    assert len(videos) == 150
+    info = read(world / "msrvtt/annotations/train_val_videodatainfo.json")
+    train_videos = {v["video_id"] for v in info["videos"] if v["split"] == "train"}
+    assert [i["text_input"] for i in every_item(videos)] == [s["caption"] for s in info["sentences"]
+                                                             if s["video_id"] in train_videos]
 
     shards = create("dataset", {"name": "text_shards", "root": str(world / "webdataset"), "shuffle_buffer": 0})
     assert Counter(item["text_input"] for item in shards) == Counter(captions)
@@ -270,7 +290,7 @@ def stream_paths(ds, num_workers: int) -> list[str]:
 def test_webdataset_split_by_rank_and_worker_is_disjoint_and_complete(world, monkeypatch):
     shards = sorted((world / "webdataset").glob("pairs-*.tar"))
     everything = {f"{s}:{k}.jpg" for s in shards for k in shard_keys(s)}
-    assert len(everything) == 300 and len(shards) == 4
+    assert len(shards) == 4  # the small world's shards: 2 per rank and 1 per worker with 2 ranks x 2 workers
     node = {"name": "webdataset_pairs", "root": str(world / "webdataset"), "processor": IMAGE, "shuffle_buffer": 50}
     for world_size in (2, 3):
         seen = []
@@ -280,7 +300,7 @@ def test_webdataset_split_by_rank_and_worker_is_disjoint_and_complete(world, mon
             paths = stream_paths(create("dataset", node), num_workers=2)
             assert len(paths) == len(set(paths))  # the two workers read different shards
             seen.append(set(paths))
-        assert set.union(*seen) == everything and sum(map(len, seen)) == 300  # disjoint and complete
+        assert set.union(*seen) == everything and sum(map(len, seen)) == len(everything)  # disjoint, complete
         if world_size == 2:
             assert all(len({p.split(":")[0] for p in s}) == 2 for s in seen)  # 4 shards: 2 per rank, 1 per worker
 
@@ -330,7 +350,8 @@ def test_bad_images_are_skipped_counted_and_reported(world, tmp_path, caplog):
     entries = read(coco / "annotations/coco_karpathy_val.json")
     truncate(coco / "images" / entries[3]["image"])
     (coco / "images" / entries[11]["image"]).unlink()
-    node = {"name": "coco_caption", "root": str(coco), "split": "val", "processor": IMAGE, "max_bad_fraction": 0.1}
+    node = {"name": "coco_caption", "root": str(coco), "split": "val", "processor": IMAGE, "max_bad_fraction": 0.1,
+            "max_samples": 20}
     ds = create("dataset", node)
     assert isinstance(ds[3], BadSample) and "cannot decode" in ds[3].reason
     assert ds[11] == BadSample(str(coco / "images" / entries[11]["image"]), "file not found")
@@ -357,19 +378,19 @@ def test_bad_images_are_skipped_counted_and_reported(world, tmp_path, caplog):
 def test_bad_videos_are_skipped(world, tmp_path):
     msrvtt = tmp_path / "msrvtt"
     shutil.copytree(world / "msrvtt", msrvtt)
-    truncate(msrvtt / "videos/all/video41.mp4")
-    (msrvtt / "videos/all/video43.mp4").write_bytes(b"")
+    videos = [v["video_id"] for v in read(msrvtt / "annotations/test_videodatainfo.json")["videos"]][:10]
+    truncate(msrvtt / f"videos/all/{videos[1]}.mp4")
+    (msrvtt / f"videos/all/{videos[3]}.mp4").write_bytes(b"")
     ds = create("dataset", {"name": "msrvtt_caption", "root": str(msrvtt), "split": "test", "processor": VIDEO,
-                           "max_bad_fraction": 0.2})
+                           "max_bad_fraction": 0.2, "max_samples": 10})
     report = ds.bad_media_report()
     batches = list(track_bad_media(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate), report))
-    assert sum(batch_size(b) for b in batches) == 8
+    assert sum(batch_size(b) for b in batches) == len(videos) - 2
     assert all(b["video"].shape[1:] == (4, 3, 16, 16) for b in batches)
     epoch = report.epochs[-1]
-    assert epoch["items"] == 10 and epoch["bad"] == 2 and epoch["fraction"] == 0.2
-    files = sorted(epoch["files"])
-    assert files[0].startswith(f"{msrvtt}/videos/all/video41.mp4 (cannot open video: ")
-    assert files[1] == f"{msrvtt}/videos/all/video43.mp4 (empty file)"
+    assert epoch["items"] == len(videos) and epoch["bad"] == 2
+    assert epoch["files"][0].startswith(f"{msrvtt}/videos/all/{videos[1]}.mp4 (cannot open video: ")
+    assert epoch["files"][1] == f"{msrvtt}/videos/all/{videos[3]}.mp4 (empty file)"
 
 
 def test_bad_jpg_in_a_shard_is_skipped(world, tmp_path):
@@ -462,7 +483,7 @@ def test_malformed_annotations_name_file_and_entry(world, tmp_path, part, relati
     root = corrupt(world, tmp_path, part, relative, change)
     node = {**node, "root": str(root)}
     if message is None:
-        assert len(create("dataset", node)) == 20
+        assert len(create("dataset", node)) > 5
         return
     with pytest.raises(DataError) as err:
         create("dataset", node)

@@ -30,6 +30,20 @@ def write_counting_video(path, num_frames: int, codec: str = "libx264", size=(40
     return str(path)
 
 
+def write_silence(path):
+    """An mp4 with an audio stream and no video stream."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for _ in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
 def decoded_indices(frames: np.ndarray) -> list[int]:
     """The frame index each decoded frame shows."""
     levels = frames.reshape(len(frames), -1).mean(axis=1)
@@ -151,7 +165,7 @@ def test_bad_videos_raise_bad_media(tmp_path, video12):
     not_video = tmp_path / "picture.mp4"
     not_video.write_bytes(b"\xff\xd8\xff\xe0 this is not a video" * 20)
     cases = {truncated: "cannot open video", empty: "empty file", not_video: "cannot open video",
-             tmp_path / "missing.mp4": "file not found"}
+             write_silence(tmp_path / "sound.mp4"): "cannot find video stream", tmp_path / "missing.mp4": "file not found"}
     processor = create("processor", {"name": "video_eval", "image_size": 16, "num_frames": 2})
     for path, reason in cases.items():
         with pytest.raises(BadMedia) as err:

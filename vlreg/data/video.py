@@ -19,6 +19,8 @@ given generator), which DataLoader seeds per worker.
 from __future__ import annotations
 
 import os
+import re
+import typing
 from typing import Literal, Optional
 
 import numpy as np
@@ -27,7 +29,8 @@ import torch
 from .media import BadMedia
 
 Sampling = Literal["uniform", "headtail", "random"]
-SAMPLINGS = ("uniform", "headtail", "random")
+SAMPLINGS = typing.get_args(Sampling)
+_DECORD_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")  # "[18:23:01] /src/video/video_reader.cc:83: "
 
 
 def frame_indices(num_total: int, num_frames: int, sampling: Sampling = "uniform",
@@ -120,5 +123,6 @@ def _resize_width(frames: np.ndarray, width: int) -> np.ndarray:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    """decord's message without its time stamp and source location."""
+    lines = str(exc).strip().splitlines()
+    return _DECORD_PREFIX.sub("", lines[0] if lines else type(exc).__name__)[:200]
