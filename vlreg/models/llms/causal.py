@@ -1,0 +1,80 @@
+"""``causal_lm``: a frozen decoder-only LLM (OPT, or any ``AutoModelForCausalLM``) after soft prompts."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ...registry import register
+from ..base import Prompts
+from .common import ARGUMENTS, IGNORE, TextLogits, TransformersLM, join_text, pad, per_sample, position_ids
+
+
+@register("llm", "causal_lm")
+class CausalLM(TransformersLM):
+    __doc__ = """A frozen decoder-only LLM (OPT, or any ``AutoModelForCausalLM``) that reads soft prompts first.
+
+    One sequence per sample, prompts first: ``[prompts; bos + context + target + eos]``,
+    where the context is ``prompt`` (and, with a text_output, ``prompt + text_input``)
+    and the target is ``text_input`` (or the text_output). The loss scores the target and
+    eos only. Text is right-padded; the attention mask covers the prompts (their mask)
+    and the real text, and position ids count real tokens only (as OPT derives them from
+    the attention mask, and as ``generate()`` does), so positions agree between training
+    and generation. Generation left-pads the context so that new tokens follow it.
+    """ + ARGUMENTS
+
+    auto_class: ClassVar[str] = "AutoModelForCausalLM"
+    continues_context: ClassVar[bool] = True
+
+    def forward(self, prompts: Prompts, text_input: Sequence[str],
+                text_output: Sequence[Optional[str]] | None = None) -> TextLogits:
+        """Logits over ``[prompts; bos + context + target + eos]`` and what each position predicts.
+
+        Per sample: without a text_output, the context is ``prompt`` and the target is
+        ``text_input`` (captioning; P-Former reconstruction); with one, the context is
+        ``prompt + text_input`` and the target is the text_output (VQA). ``text_output``
+        may hold None for single samples. Returns ``TextLogits`` ``[B, Q+T, V]``: position
+        ``s`` is scored against token ``s+1`` where that token is a target token or eos,
+        and not at all on prompts, bos, context and padding.
+        """
+        contexts, targets = [], []
+        for text, output in zip(text_input, per_sample(text_output, len(text_input))):
+            contexts.append(self.prompt if output is None else join_text(self.prompt, text))
+            targets.append(text if output is None else output)
+        context_ids = self.encode_contexts(contexts)
+        target_ids = self.encode_targets(targets, [bool(context) for context in contexts])
+        ids, text_mask = pad([c + t for c, t in zip(context_ids, target_ids)], self.pad_token_id)
+        scored, _ = pad([[IGNORE] * len(c) + t for c, t in zip(context_ids, target_ids)], IGNORE)
+        embeds, mask = self.prepend_prompts(prompts, ids, text_mask)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask)).logits
+        num_prompts = prompts.embeds.shape[1]
+        labels = torch.cat([torch.full((len(contexts), num_prompts), IGNORE), scored], dim=1)
+        next_tokens = torch.cat([labels[:, 1:], torch.full((len(contexts), 1), IGNORE)], dim=1)
+        return TextLogits(logits.float(), next_tokens.to(logits.device))
+
+    def score(self, prompts: Prompts, text_input: Sequence[str], candidates: Sequence[str]) -> Tensor:
+        """Log-likelihood of each candidate (its tokens and eos) continuing ``[prompts; bos + prompt + text_input]``: ``[B, C]``.
+
+        The prefix runs once with ``use_cache``; its key/value cache is repeated over
+        the C candidates, which then run as a ``[B*C, L]`` batch on top of it. The
+        values equal ``-`` the summed token cross-entropy of ``forward`` with the
+        candidate as text_output.
+        """
+        batch, count = len(text_input), len(candidates)
+        contexts = [join_text(self.prompt, text) for text in text_input]
+        embeds, mask = self.prompted_contexts(prompts, contexts)
+        prefix = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask),
+                            use_cache=True, logits_to_keep=1)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(count)
+        encoded = {flag: self.encode_targets(candidates, [flag] * count) for flag in {bool(c) for c in contexts}}
+        rows = [row for context in contexts for row in encoded[bool(context)]]
+        ids, candidate_mask = pad(rows, self.pad_token_id)
+        targets, _ = pad(rows, IGNORE)
+        full_mask = torch.cat([mask.repeat_interleave(count, 0), candidate_mask.to(mask.device)], dim=1)
+        continued = self.model(input_ids=ids.to(mask.device), attention_mask=full_mask.long(), past_key_values=cache,
+                               position_ids=position_ids(full_mask)[:, mask.shape[1]:])
+        logits = torch.cat([prefix.logits[:, -1:].repeat_interleave(count, 0), continued.logits[:, :-1]], dim=1)
+        return TextLogits(logits.float(), targets.to(logits.device)).log_likelihood().view(batch, count)
