@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .generate import ensure_world, make_world, world_size
+from .generate import ensure_world, make_world, size_preset
 from .plan import SIZES, WorldSize
 
-__all__ = ["SIZES", "WorldSize", "ensure_world", "make_world", "text_only_baseline", "world_size"]
+__all__ = ["SIZES", "WorldSize", "ensure_world", "make_world", "text_only_baseline", "size_preset"]
 
 
 def text_only_baseline(world_dir: Any, **kwargs: Any) -> dict:

@@ -30,7 +30,7 @@ MANIFEST = "world.json"
 TOP_LEVEL = {"coco", "vqav2", "msrvtt", "webdataset", "text", "attributes", MANIFEST}
 
 
-def world_size(size: str, image_size: int | None = None, num_frames: int | None = None) -> WorldSize:
+def size_preset(size: str, image_size: int | None = None, num_frames: int | None = None) -> WorldSize:
     """The preset ``size`` (small, default, large), with the media size and clip length optionally changed."""
     if size not in SIZES:
         raise ConfigError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
@@ -155,7 +155,7 @@ def make_world(out_dir: str | os.PathLike, size: str = "default", seed: int = 0,
     picture side and frames per clip. The same arguments give the same files.
     """
     root = Path(out_dir).expanduser().resolve()
-    sizes = world_size(size, image_size, num_frames)
+    sizes = size_preset(size, image_size, num_frames)
     if is_complete(root, size, seed, sizes):
         return root
     _check_replaceable(root, size, seed, sizes)
@@ -183,6 +183,6 @@ def ensure_world(root: str | os.PathLike, size: str = "default", seed: int = 0) 
     if distributed.is_main():
         make_world(path, size, seed)
     distributed.barrier()
-    if not is_complete(path, size, seed, world_size(size)):
+    if not is_complete(path, size, seed, size_preset(size)):
         raise DataError(f"the {size} world (seed {seed}) at {path} is missing or incomplete after generation")
     return path

@@ -86,10 +86,10 @@ def join(phrases: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def noun(thing: Thing, rng: np.random.Generator, size: bool = False, place: bool = False, color: str = "") -> str:
+def noun(thing: Thing, rng: np.random.Generator, size: bool = False, place: bool = False) -> str:
     """``'large red circle on the left'``: colour and shape always, size and place on request."""
     words = [_pick(rng, SIZE_WORDS[thing.size])] if size else []
-    words += [color or thing.color, _pick(rng, SHAPE_WORDS[thing.shape])]
+    words += [thing.color, _pick(rng, SHAPE_WORDS[thing.shape])]
     if place:
         words.append(_pick(rng, PLACE_PHRASES[thing.position]))
     return " ".join(words)

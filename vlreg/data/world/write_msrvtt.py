@@ -11,8 +11,10 @@
     msrvtt/annotations/MSRVTT_JSFUSION_test.csv               key,vid_key,video_id,sentence (the 1k-A test)
     msrvtt/annotations/MSRVTT_train.9k.csv                    video_id (the 1k-A training videos)
 
-Sentence ids run over both videodatainfo files; QA ids over the three QA files. The 1k-A
-test set is the test split with one caption per video; its training set is every other video.
+A video's ``category`` is its event (0 moves, 1 appears, 2 changes colour), its ``url`` a
+placeholder. Sentence ids run over both videodatainfo files; QA ids over the three QA
+files. The 1k-A test set is the test split with one caption per video; its training set
+is every other video.
 """
 
 from __future__ import annotations
@@ -31,8 +33,26 @@ INFO = {"contributor": "vlreg", "data_created": "", "version": "1.0",
 QA_SPLITS = {"train": "train", "validate": "val", "test": "test"}
 
 
+# RGB to Y'CbCr, ITU-R BT.601 with studio ranges (Y 16-235, Cb and Cr 16-240): what decoders assume for yuv420p
+_BT601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """An RGB frame ``[H, W, 3]`` uint8 (H, W even) as planar 4:2:0 ``[H * 3 // 2, W]`` uint8 (Y, then Cb, then Cr).
+
+    Converting here, rather than in the encoder's scaler, keeps the conversion exact and
+    the same on every machine.
+    """
+    h, w = frame.shape[:2]
+    ycc = frame.astype(np.float64) @ _BT601.T + _OFFSET
+    chroma = ycc[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))  # average each 2x2 block
+    planes = [ycc[..., 0], chroma[..., 0], chroma[..., 1]]
+    return np.concatenate([np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1) for p in planes]).reshape(-1, w)
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: int, codec: str = "libx264") -> None:
-    """Encode RGB frames ``[H, W, 3]`` uint8 as an MP4 file (yuv420p), the same bytes every time."""
+    """Encode RGB frames ``[H, W, 3]`` uint8 (H, W even) as an MP4 file, the same bytes every time."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +60,12 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int, codec: str = "li
     with av.open(str(path), "w", format="mp4") as container:
         video = container.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.thread_count = 1
         if codec == "libx264":
-            video.options = {"crf": "18", "threads": "1"}
+            # constant quantiser: x264's rate control (crf, mb-tree) gave different bytes from run to run
+            video.options = {"qp": "18", "x264-params": "threads=1:sync-lookahead=0"}
         for frame in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(video.encode(av.VideoFrame.from_ndarray(to_yuv420p(frame), format="yuv420p")))
         container.mux(video.encode())
 
 
