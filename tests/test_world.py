@@ -57,7 +57,7 @@ def coco_file(image_id: int, folder: str) -> str:
 def test_small_world_is_fast_and_reused(world):
     assert GENERATION_SECONDS[0] < 20, f"the small world took {GENERATION_SECONDS[0]:.1f} s"
     manifest = load(world, "world.json")
-    assert (manifest["format"], manifest["version"], manifest["size"], manifest["seed"]) == ("vlreg-world", 1, "small", 0)
+    assert (manifest["format"], manifest["version"], manifest["size"], manifest["seed"]) == ("vlreg-world", 2, "small", 0)
     stamp = (world / "world.json").stat().st_mtime_ns
     start = time.perf_counter()
     assert make_world(world, size="small", seed=0) == world
@@ -76,6 +76,11 @@ def test_partial_world_is_regenerated(world, tmp_path):
     assert (copy / "coco" / "annotations" / "coco_karpathy_val.json").read_bytes() == (
         world / "coco" / "annotations" / "coco_karpathy_val.json").read_bytes()
     assert missing_video.exists()
+
+    manifest = load(copy, "world.json")  # a world written by an older generator is replaced too
+    (copy / "world.json").write_text(json.dumps(dict(manifest, version=manifest["version"] - 1)))
+    make_world(copy, size="small", seed=0)
+    assert load(copy, "world.json") == manifest
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders were left behind"
 
 
@@ -338,6 +343,15 @@ def test_clip_captions_are_true(world):
             assert named == {c for t in scene.things for c in t.colors()}, text
 
 
+def _apply(rules: list, question: str) -> str:
+    """The answer of the first rule whose pattern matches the whole question."""
+    for pattern, rule in rules:
+        match = re.fullmatch(pattern, question)
+        if match:
+            return rule(*match.groups())
+    raise AssertionError(f"unexpected question {question!r}")
+
+
 def _image_answer(scene: Scene, question: str) -> str:
     """Answer a VQA question from the scene, independently of the generator's templates."""
     things = scene.things
@@ -359,11 +373,7 @@ def _image_answer(scene: Scene, question: str) -> str:
         (r"is the (\w+) (small|large)\?", lambda s, z: yes(by_shape[s].size == z)),
         (r"is the (\w+) (\w+)\?", lambda s, c: yes(by_shape[s].color == c)),
     ]
-    for pattern, rule in rules:
-        match = re.fullmatch(pattern, question)
-        if match:
-            return rule(*match.groups())
-    raise AssertionError(f"unexpected question {question!r}")
+    return _apply(rules, question)
 
 
 def test_vqa_answers_are_true(world):
@@ -398,11 +408,7 @@ def _clip_answer(scene: Scene, question: str) -> str:
         (r"what shape changes color\?", lambda: first.shape),
         (r"what happens to the (\w+)\?", lambda s: scene.event if s in (t.shape for t in scene.things) else None),
     ]
-    for pattern, rule in rules:
-        match = re.fullmatch(pattern, question)
-        if match:
-            return rule(*match.groups())
-    raise AssertionError(f"unexpected question {question!r}")
+    return _apply(rules, question)
 
 
 def test_msrvtt_qa_answers_are_true(world):

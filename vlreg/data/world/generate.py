@@ -25,7 +25,7 @@ from .writing import write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT, VERSION = "vlreg-world", 1
+FORMAT, VERSION = "vlreg-world", 2
 MANIFEST = "world.json"
 TOP_LEVEL = {"coco", "vqav2", "msrvtt", "webdataset", "text", "attributes", MANIFEST}
 

@@ -54,7 +54,7 @@ def write(root: Path, pictures: dict[str, list[Picture]], side: int) -> dict[str
              for p in pictures["train"] for text in p.captions]
     write_json(root / ann / "coco_karpathy_train.json", train)
     paths = {"coco_images": "coco/images", "coco_karpathy_train": str(ann / "coco_karpathy_train.json")}
-    next_id = len(train) + 1  # annotation ids stay unique over the val and test ground truth
+    next_id = 1  # annotation ids run on over val and test (not train: worlds of other sizes share these files)
     for split in ("val", "test"):
         entries = [{"image": p.file, "caption": list(p.captions)} for p in pictures[split]]
         gt = ground_truth(pictures[split], next_id)
