@@ -66,3 +66,22 @@ def test_save_config_is_resolved(tmp_path):
     out = save_config(load_config(main), tmp_path / "run" / "config.yaml")
     assert to_plain(load_config(out)) == {"a": 2, "b": 2}
     assert "${" not in out.read_text()
+
+
+def test_nested_includes_place_a_component_file_where_it_goes(tmp_path):
+    write(tmp_path / "parts" / "vit.yaml", "name: timm_vit\nimg_size: 64\nframe: {depth: 2}\n")
+    write(tmp_path / "parts" / "root.yaml", "world: {root: /w}\n")
+    main = write(tmp_path / "main.yaml", (
+        "includes: [parts/root.yaml]\n"
+        "model:\n"
+        "  encoder: {includes: [parts/vit.yaml], img_size: 32, frame: {depth: 3}}\n"
+        "  stages: [{includes: [parts/vit.yaml], path: '${world.root}/x'}]\n"))
+    cfg = to_plain(load_config(main))
+    assert cfg["model"]["encoder"] == {"name": "timm_vit", "img_size": 32, "frame": {"depth": 3}}
+    assert cfg["model"]["stages"][0] == {"name": "timm_vit", "img_size": 64, "frame": {"depth": 2}, "path": "/w/x"}
+
+
+def test_includes_must_be_a_list(tmp_path):
+    main = write(tmp_path / "main.yaml", "model: {includes: parts/vit.yaml}\n")
+    with pytest.raises(ConfigError, match="includes must be a list"):
+        load_config(main)

@@ -1,9 +1,14 @@
 """YAML configs: files that include other files, command-line overrides, interpolation.
 
-A config file may start with ``includes:``, a list of other config files merged in
-order, with the including file's own keys on top::
+Any mapping in a config file may hold ``includes:``, a list of other config files
+merged in order beneath it, with the mapping's own keys on top. At the top level
+that composes whole configs; deeper down it places a component's file where the
+component goes::
 
-    includes: [models/blip2_tiny.yaml, data/world_coco.yaml]
+    includes: [data/world_coco_caption.yaml]
+    model:
+      encoder: {includes: [encoders/vit_tiny.yaml]}
+      bridge: {includes: [bridges/qformer_tiny.yaml], num_queries: 16}
     run: {max_steps: 200}
 
 An include is looked up next to the including file, then in each directory of
@@ -48,7 +53,8 @@ def find_config(name: str | os.PathLike, relative_to: Path | None = None) -> Pat
     raise ConfigError(f"config file {str(name)!r} not found (looked in {where})")
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file as plain data, interpolations left as strings."""
     from omegaconf import OmegaConf
 
     try:
@@ -56,24 +62,38 @@ def _read_yaml(path: Path) -> Any:
     except Exception as exc:  # yaml.YAMLError and OmegaConf's own grammar errors
         message = " ".join(str(exc).split())
         raise ConfigError(f"cannot parse config {path}: {message}") from None
-    if not isinstance(cfg, dict) and not OmegaConf.is_dict(cfg):
+    if not OmegaConf.is_dict(cfg):
         raise ConfigError(f"config {path} must be a mapping at the top level")
-    return cfg
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
 def _load_with_includes(path: Path, chain: tuple[Path, ...]) -> Any:
-    from omegaconf import OmegaConf
-
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"config includes form a cycle: {cycle}")
-    cfg = _read_yaml(path)
-    includes = cfg.pop("includes", None)
-    includes = [] if includes is None else includes
-    if not (OmegaConf.is_list(includes) or isinstance(includes, list)):
+    return _expand(_read_yaml(path), path, (*chain, path))
+
+
+def _expand(node: Any, path: Path, chain: tuple[Path, ...]) -> Any:
+    """Merge the files a mapping lists under ``includes:`` beneath it, at any depth.
+
+    Returns plain data for nodes without includes and an OmegaConf node otherwise.
+    """
+    from omegaconf import OmegaConf
+
+    if isinstance(node, list):
+        return [_expand(item, path, chain) for item in node]
+    if not isinstance(node, dict):
+        return node
+    includes = node.pop("includes", None)
+    node = {key: _expand(value, path, chain) for key, value in node.items()}
+    if includes is None:
+        return node
+    if not isinstance(includes, list):
         raise ConfigError(f"{path}: includes must be a list of file names, got {includes!r}")
-    parts = [_load_with_includes(find_config(inc, path.parent), (*chain, path)) for inc in includes]
-    return OmegaConf.merge(*parts, cfg) if parts else cfg
+    parts = [_load_with_includes(find_config(inc, path.parent), chain) for inc in includes]
+    merged = OmegaConf.merge(*parts, node)
+    return OmegaConf.to_container(merged, resolve=False)
 
 
 def parse_overrides(overrides: Iterable[str]) -> Any:
@@ -98,7 +118,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Any:
     """
     from omegaconf import OmegaConf
 
-    cfg = _load_with_includes(find_config(path), ())
+    cfg = OmegaConf.create(_load_with_includes(find_config(path), ()))
     if overrides:
         cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
     return cfg
