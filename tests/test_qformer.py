@@ -338,7 +338,7 @@ def test_lavis_keys_round_trip_and_follow_bert_naming(tokenizer_dir):
 # -- configs and user errors ------------------------------------------------------------------
 def test_configs_validate_and_dry_build():
     for name in ("bridges/qformer.yaml", "bridges/qformer_stage2.yaml", "bridges/qformer_tiny.yaml"):
-        node = to_plain(load_config(name))["model"]["bridge"]
+        node = to_plain(load_config(name))
         validate("bridge", node, "model.bridge", provided=("vision_width", "llm_width"))
         with dry_build():
             model = build("bridge", {**node, "vision_width": 1408, "llm_width": 2560})
