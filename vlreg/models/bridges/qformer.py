@@ -320,7 +320,9 @@ class QFormer(Bridge):
                 is not computed.
 
         Negatives for ITC and ITM come from every rank. One query pass serves all three losses
-        and the returned ``query_states``; the texts are tokenised once.
+        and the returned ``query_states``; the texts are tokenised once. The temperature is
+        projected into [0.001, 0.5] in place first (as in LAVIS), so call backward before the
+        next call.
         """
         self._need_text_branch("stage1_losses")
         weights = {name: 1.0 for name in STAGE1_LOSSES} | dict(weights or {})
