@@ -35,7 +35,8 @@ def train_tokenizer(lines: Iterable[str], style: Style, vocab_size: int = 1000):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.train_from_iterator(lines, trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False))
         tok.post_processor = processors.TemplateProcessing(
             single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", 2)])
         names = dict(bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
@@ -46,7 +47,7 @@ def train_tokenizer(lines: Iterable[str], style: Style, vocab_size: int = 1000):
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
         tok.train_from_iterator(lines, trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"))
+            vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False))
         tok.post_processor = processors.TemplateProcessing(
             single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
         names = dict(eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
@@ -56,7 +57,8 @@ def train_tokenizer(lines: Iterable[str], style: Style, vocab_size: int = 1000):
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                  show_progress=False))
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])

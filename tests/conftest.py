@@ -1,0 +1,53 @@
+"""Shared fixtures: tokenizers trained on a small synthetic corpus, tiny component nodes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+SHAPES = ["circle", "square", "triangle", "star"]
+PLACES = ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
+
+
+def corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    """Sentences in the style of the synthetic world's captions."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        colour, shape, place = rng.choice(COLOURS), rng.choice(SHAPES), rng.choice(PLACES)
+        size = rng.choice(["a small", "a large", "a"])
+        lines.append(f"{size} {colour} {shape} {place}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory):
+    """``{"bert": dir, "opt": dir, "t5": dir}``: tokenizers trained on :func:`corpus`."""
+    from vlreg.models.tokenizers import save_tokenizer, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    lines = corpus()
+    return {style: str(save_tokenizer(train_tokenizer(lines, style, 400), root / style))
+            for style in ("bert", "opt", "t5")}
+
+
+@pytest.fixture(scope="session")
+def tiny_nodes(tokenizer_dirs):
+    """Component nodes of a tiny BLIP-2: image and video encoders, Q-Former, OPT and T5."""
+    from vlreg.config import load_config, to_plain
+
+    def node(path, **overrides):
+        return {**to_plain(load_config(path)), **overrides}
+
+    vit = node("encoders/vit_tiny.yaml", img_size=32)
+    return {
+        "image": vit,
+        "video": {"name": "video", "num_frames": 2, "frame_encoder": vit},
+        "qformer": {"name": "qformer", "num_queries": 8, "num_layers": 2, "hidden_size": 64, "num_heads": 4,
+                    "intermediate_size": 128, "cross_attention_every": 1, "tokenizer": tokenizer_dirs["bert"],
+                    "max_text_length": 16, "embed_dim": 32, "max_position_embeddings": 32, "dropout": 0.0},
+        "opt": node("llms/opt_tiny.yaml", tokenizer=tokenizer_dirs["opt"]),
+        "t5": node("llms/t5_tiny.yaml", tokenizer=tokenizer_dirs["t5"]),
+    }
