@@ -51,3 +51,11 @@ def tiny_nodes(tokenizer_dirs):
         "opt": node("llms/opt_tiny.yaml", tokenizer=tokenizer_dirs["opt"]),
         "t5": node("llms/t5_tiny.yaml", tokenizer=tokenizer_dirs["t5"]),
     }
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """The small synthetic world (a few seconds to generate); tests must not modify it."""
+    from vlreg.data.world import make_world
+
+    return make_world(tmp_path_factory.mktemp("world") / "small", size="small", seed=0)

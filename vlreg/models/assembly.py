@@ -13,13 +13,14 @@ fine-tune / evaluate    encoder + bridge + llm          lm; generate, predict_an
 
 A batch (``samples``) is a dict: one media key, ``image`` ``[B,3,H,W]``, ``video``
 ``[B,T,3,H,W]`` or ``features`` ``[B,N,D]`` (with ``features_mask`` ``[B,N]``), or
-``visual_tokens`` (a :class:`Features` already computed by the encoder, e.g. from the
-frozen-feature cache); ``text_input`` (list of str); optional ``text_output`` and
-``image_id``.
+``visual_tokens`` ``[B,N,D]`` (with ``visual_mask``; the encoder's output, e.g. from
+the frozen-feature cache); ``text_input`` (list of str); optional ``text_output`` and
+``image_id`` (ints or strings; captions of the same image are ITC positives).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
@@ -48,6 +49,18 @@ class LossWeights:
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v}
+
+
+def id_tensor(ids: Any, device: torch.device | None = None) -> Optional[Tensor]:
+    """Media ids (ints or strings such as ``"coco_9"``) as a ``[B]`` int64 tensor.
+
+    Strings are hashed with CRC-32, the same on every rank, so ids gathered from
+    several ranks compare equal exactly when they name the same media.
+    """
+    if ids is None or isinstance(ids, Tensor):
+        return ids if ids is None or device is None else ids.to(device)
+    values = [i if isinstance(i, int) else zlib.crc32(str(i).encode()) for i in ids]
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 STAGE1 = ("itc", "itm", "itg")
@@ -196,8 +209,8 @@ class VisionLanguageModel(nn.Module):
         if any(k in active for k in (*STAGE1, "lm", "align")):
             features = self.visual_tokens(samples)
             if any(k in active for k in STAGE1):
-                out = self.bridge.stage1_losses(features, texts, samples.get("image_id"),
-                                                {k: active.get(k, 0.0) for k in STAGE1})
+                image_ids = id_tensor(samples.get("image_id"), features.tokens.device)
+                out = self.bridge.stage1_losses(features, texts, image_ids, {k: active.get(k, 0.0) for k in STAGE1})
                 losses.update(out.losses)
                 if "align" in active:
                     prompts = self.bridge.project(out.query_states)

@@ -25,10 +25,15 @@ class MediaProcessor:
     ``"features"``), optionally ``suffix`` (the file extension they read, which then
     replaces the one in the annotations: ``video12.mp4`` -> ``video12.npy``), and
     implement ``__call__`` returning a tensor, or a ``(tensor, mask)`` pair.
+
+    ``deterministic`` says whether a file always gives the same tensor (no random
+    augmentation); only then may a frozen encoder's output be cached
+    (:mod:`vlreg.runner.feature_cache`).
     """
 
     modality: ClassVar[str] = "image"
     suffix: ClassVar[Optional[str]] = None
+    deterministic: ClassVar[bool] = False
 
     def __call__(self, source: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -30,6 +30,7 @@ class NpyFeatures(MediaProcessor):
 
     modality = "features"
     suffix = ".npy"
+    deterministic = True
 
     def __init__(self, max_tokens: int = 32, dim: Optional[int] = None):
         self.max_tokens, self.dim = max_tokens, dim

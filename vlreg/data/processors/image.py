@@ -73,6 +73,8 @@ class ImageEvalProcessor(ImageProcessor):
         mean, std: per-channel normalisation (default CLIP's).
     """
 
+    deterministic = True
+
     def transform(self, image: Any) -> Any:
         from PIL import Image
 

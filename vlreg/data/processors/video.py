@@ -27,6 +27,11 @@ class VideoProcessor(MediaProcessor):
         self.image_size, self.num_frames, self.sampling = image_size, num_frames, sampling
         self.mean, self.std = tuple(mean), tuple(std)
 
+    @property
+    def deterministic(self) -> bool:
+        """Only "uniform" sampling picks the same frames every time."""
+        return self.sampling == "uniform"
+
     def __call__(self, source: str | os.PathLike) -> torch.Tensor:
         """A video path -> float32 ``[num_frames, 3, image_size, image_size]``."""
         frames = read_frames(source, self.num_frames, self.sampling, width=self.image_size, height=self.image_size)
