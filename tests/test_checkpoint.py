@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_runner_toys import FAST, Classify, Numbers, ToyModel, read_metrics, train_toy
+from test_runner_toys import FAST, Classify, Numbers, ToyModel, read_metrics
 
 from vlreg.errors import ConfigError, UserError
 from vlreg.runner import CheckpointError, Trainer

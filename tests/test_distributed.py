@@ -1,8 +1,10 @@
 """Two processes on CPU with gloo, launched by torchrun, against one process.
 
 (a) DDP and (b) FSDP2 training give the weights of one process with the same
-global batch (8 = 2 ranks x 4, against 1 process x 2 accumulated micro-batches
-of 4). The model has no dropout: each rank draws dropout masks from its own
+global batch (8 = 2 ranks x 2 accumulated micro-batches of 2, the first without
+gradient sync, against 1 process x 4 micro-batches of 2). The model's first
+block is frozen (under FSDP2 it is sharded, and gathered for the checkpoint's
+frozen weights), and it has no dropout: each rank draws dropout masks from its own
 random stream, which one process cannot reproduce, so with dropout the runs
 would differ by design. The remaining difference is the order in which the
 gradient mean is summed (all-reduce of two halves against accumulation), a
@@ -38,14 +40,14 @@ def settings(output_dir, mode, accum_steps):
 
 def script_args(output_dir, mode, accum_steps):
     return [str(SCRIPT), "--settings", settings(output_dir, mode, accum_steps), "--dropout", "0", "--eval-samples", "7",
-            "--weights", f"{output_dir}.pt", "--resume-from-step", "3"]
+            "--frozen-layers", "1", "--weights", f"{output_dir}.pt", "--resume-from-step", "3"]
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    """One process, global batch 8 as 2 accumulated micro-batches of 4."""
+    """One process, global batch 8 as 4 accumulated micro-batches of 2."""
     out = tmp_path_factory.mktemp("single") / "run"
-    done = subprocess.run([sys.executable, *script_args(out, "ddp", 2)], env=ENV, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *script_args(out, "ddp", 4)], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return out, torch.load(f"{out}.pt")
 
@@ -54,7 +56,7 @@ def single(tmp_path_factory):
 def test_two_processes_match_one(tmp_path, single, mode):
     out = tmp_path / mode
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-              *script_args(out, mode, 1)]
+              *script_args(out, mode, 2)]
     done = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     single_dir, one = single
@@ -78,4 +80,4 @@ def test_two_processes_match_one(tmp_path, single, mode):
         assert predictions == json.loads((single_dir / f"predictions_step{step}.json").read_text())
     assert two["results"]["final"] == one["results"]["final"] and two["results"]["final"]["count"] == 7
     assert two["results"]["best"] == one["results"]["best"]
-    assert two["results"]["counters"] == {"train_calls": 12}  # 6 steps on each of 2 ranks, summed
+    assert two["results"]["counters"] == {"train_calls": 24}  # 6 steps x 2 micro-batches on each of 2 ranks

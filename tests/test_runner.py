@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 import torch.distributed as dist
-from test_runner_toys import Classify, Numbers, NumberStream, read_metrics, train_toy
+from test_runner_toys import Classify, Numbers, NumberStream, ToyModel, read_metrics, train_toy
 
 from vlreg.build import call
 from vlreg.errors import ConfigError, UserError
@@ -210,3 +210,42 @@ def test_bad_media_are_skipped_counted_and_fatal_beyond_the_threshold(tmp_path):
     with pytest.raises(DataError, match="toy train: .* bad media files .* exceed max_bad_fraction 0.1"):
         train_toy(tmp_path / "b", task=CollateAndCount(), data=WithBadMedia(bad=range(0, 40, 3), max_bad_fraction=0.1),
                   max_epochs=2)
+
+
+def test_without_a_training_set_the_run_only_evaluates(tmp_path):
+    torch.manual_seed(0)
+    model = ToyModel()
+    before = weights(model)
+    results = Trainer({"output_dir": str(tmp_path), "max_steps": 0, "num_workers": 0}).fit(
+        model, Classify(), None, Numbers(9, noise=0.0))
+    assert results["steps"] == 0 and results["final"]["count"] == 9
+    assert all(torch.equal(w, before[n]) for n, w in weights(model).items())
+    assert not (tmp_path / "checkpoints").exists()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0]
+
+
+def test_gradients_are_clipped_to_the_global_norm_which_is_logged(tmp_path):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(torch.nn.utils.get_total_norm(grads).item())
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train_toy(tmp_path, grad_clip=0.05, max_steps=4, log_every=1)
+    finally:
+        handle.remove()
+    logged = [r["grad_norm"] for r in read_metrics(tmp_path)]
+    assert min(logged) > 0.5  # the norm before clipping
+    assert seen == pytest.approx([0.05] * 4, rel=1e-4)  # what the optimizer got
+
+
+def test_deterministic_flag_reaches_torch(tmp_path):
+    try:
+        train_toy(tmp_path, deterministic=True, max_steps=1)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -82,7 +82,7 @@ def test_augmentations_do_not_depend_on_workers_or_resume():
     workers = TrainStream(data, micro_batch=4, accum_steps=1, world_size=1, rank=0, seed=1, num_workers=2)
     a, b = batches(plain, 9), batches(workers, 9)  # crosses into the second epoch (6 per epoch)
     assert all(torch.equal(x["x"], y["x"]) and x["name"] == y["name"] for x, y in zip(a, b))
-    assert plain.state_dict() == {"epoch": 1, "batches": 3}
+    assert plain.state_dict() == {"epoch": 1, "batches": 3, "bad_media": 0}
     resumed = TrainStream(data, micro_batch=4, accum_steps=1, world_size=1, rank=0, seed=1, num_workers=2)
     resumed.load_state_dict({"epoch": 0, "batches": 4})
     assert all(torch.equal(x["x"], y["x"]) for x, y in zip(a[4:], batches(resumed, 5)))
@@ -96,7 +96,7 @@ def test_iterable_stream_resumes_by_replaying():
     resumed = TrainStream(NumberStream(20), micro_batch=4, accum_steps=1, world_size=1, rank=0, seed=2)
     resumed.load_state_dict({"epoch": 0, "batches": 3})
     assert all(torch.equal(x["x"], y["x"]) for x, y in zip(a[3:], batches(resumed, 4)))
-    assert stream.steps_per_epoch is None and stream.state_dict() == {"epoch": 1, "batches": 2}
+    assert stream.steps_per_epoch is None and stream.state_dict() == {"epoch": 1, "batches": 2, "bad_media": 0}
 
 
 def test_too_small_a_training_set_is_a_data_error():

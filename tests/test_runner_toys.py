@@ -97,11 +97,12 @@ class ToyModel(nn.Module):
     """frozen encoder -> learned position offset -> residual blocks (with dropout) -> head: ``[B, dim] -> [B, classes]``."""
 
     def __init__(self, dim: int = 8, width: int = 16, classes: int = 3, depth: int = 2, dropout: float = 0.1,
-                 source: dict[str, str] | None = None):
+                 source: dict[str, str] | None = None, frozen_layers: int = 0):
         super().__init__()
         self.encoder = FrozenEncoder(dim, width, source)
         self.pos_embed = nn.Parameter(torch.zeros(width))
         self.layers = nn.ModuleList(Block(width, dropout) for _ in range(depth))
+        self.layers[:frozen_layers].requires_grad_(False)
         self.head = nn.Linear(width, classes)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--settings", default="{}", help="RunConfig fields as JSON")
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--frozen-layers", type=int, default=0)
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--eval-samples", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0.0)
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                             Path(run["output_dir"]) / "checkpoints" / step, copy_function=shutil.copy2)
         distributed.barrier()
         torch.manual_seed(i + 1)  # the resumed run must not depend on the initial weights
-        model = ToyModel(dropout=args.dropout)
+        model = ToyModel(dropout=args.dropout, frozen_layers=args.frozen_layers)
         data = NumberStream(args.samples) if args.stream else Numbers(args.samples)
         eval_data = Numbers(args.eval_samples, noise=0.0) if args.eval_samples else None
         results = Trainer(run).fit(model, Classify(sleep=args.sleep), data, eval_data)

@@ -31,7 +31,8 @@ class RunConfig:
     Arguments:
         output_dir: where metrics.jsonl, TensorBoard events, checkpoints/, predictions
             and results.json go.
-        max_steps / max_epochs: the run's length (set exactly one).
+        max_steps / max_epochs: the run's length (set exactly one; ``max_steps: 0`` trains
+            nothing and only evaluates, as does a run given no training set).
         batch_size: global samples per optimizer step (see above).
         accum_steps: micro-batches per optimizer step on each process.
         eval_batch_size: samples per process per evaluation batch (default: the
@@ -112,12 +113,12 @@ class RunConfig:
             raise ConfigError("run: set exactly one of max_steps and max_epochs")
         positive = {"batch_size": self.batch_size, "accum_steps": self.accum_steps, "log_every": self.log_every,
                     "keep_checkpoints": self.keep_checkpoints, "max_nonfinite_steps": self.max_nonfinite_steps,
-                    "max_steps": self.max_steps, "max_epochs": self.max_epochs, "eval_every": self.eval_every,
+                    "max_epochs": self.max_epochs, "eval_every": self.eval_every,
                     "eval_batch_size": self.eval_batch_size}
         for key, value in positive.items():
             if value is not None and value < 1:
                 raise ConfigError(f"run.{key} must be at least 1, got {value}")
-        non_negative = {"checkpoint_every": self.checkpoint_every, "warmup_steps": self.warmup_steps,
+        non_negative = {"max_steps": self.max_steps or 0, "checkpoint_every": self.checkpoint_every, "warmup_steps": self.warmup_steps,
                         "num_workers": self.num_workers, "lr": self.lr, "min_lr": self.min_lr,
                         "warmup_start_lr": self.warmup_start_lr, "weight_decay": self.weight_decay}
         for key, value in non_negative.items():

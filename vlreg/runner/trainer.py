@@ -84,24 +84,63 @@ class Trainer:
     def fit(self, model: nn.Module, task: Any, train_dataset: Any, eval_dataset: Any = None) -> dict[str, Any]:
         """Train ``model`` on ``train_dataset`` with ``task``; evaluate on ``eval_dataset``.
 
-        Returns the results also written to ``<output_dir>/results.json``.
+        Without a training set (``None``) the model is only evaluated: no optimizer,
+        no checkpoint. Returns the results also written to ``<output_dir>/results.json``.
         """
         cfg = self.config
         self.started = time.perf_counter()
         env = self.env = setup_distributed()
         if cfg.precision == "fp16" and env.device.type != "cuda":
             raise ConfigError("run.precision fp16 needs a CUDA GPU (it uses a GradScaler); use bf16 on CPU")
-        micro_batch = cfg.micro_batch_size(env.world_size)
         self.output_dir = Path(cfg.output_dir)
         seed_all(cfg.seed + env.rank)
         set_deterministic(cfg.deterministic)
-
-        self.checkpoints = Checkpointer(self.output_dir / "checkpoints", cfg.keep_checkpoints)
-        resume_from = self._resume_path()
-        model.to(env.device)
-        state = self.checkpoints.load(resume_from, model) if resume_from is not None else None
-
         self.model, self.task = model, task
+        self.step, self.skipped, self.in_row, self.time_before = 0, 0, 0, 0.0
+        self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
+        self.final_metrics: dict[str, float] = {}
+        self.last_eval_step = self.last_saved_step = -1
+        self.checkpoints = Checkpointer(self.output_dir / "checkpoints", cfg.keep_checkpoints)
+        model.to(env.device)
+        self.wrapped, self.optimizer, self.stream, self.total_steps = model, None, None, 0
+        resume_from = self._prepare_training(train_dataset) if train_dataset is not None else None
+
+        self.log = MetricsLog(self.output_dir, enabled=env.is_main,
+                              resume_step=self.step if resume_from is not None else None)
+        self.progress = Progress(self.total_steps, initial=self.step, enabled=env.is_main)
+        if resume_from is not None:
+            self.progress.message(f"resumed from {resume_from} at step {self.step}")
+        try:
+            if self.stream is not None:
+                self._loop(eval_dataset)
+            if eval_dataset is not None and self.last_eval_step != self.step:
+                self._evaluate_and_keep(eval_dataset, final=True)
+            elif self.optimizer is not None and self.last_saved_step != self.step:
+                self._save()
+            results = self._results(resume_from, [task, train_dataset, eval_dataset])
+        finally:
+            self.progress.close()
+            self.log.close()
+            if self.stream is not None:
+                self.stream.close()
+            # a DDP reducer that outlives the process group aborts the process at exit
+            self.wrapped = None
+            gc.collect()
+        if env.is_main:
+            tmp = self.output_dir / (RESULTS_FILE + ".tmp")
+            tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+            os.replace(tmp, self.output_dir / RESULTS_FILE)
+        return results
+
+    def _prepare_training(self, train_dataset: Any) -> Optional[Path]:
+        """Resume weights, wrap, build optimizer, data stream and schedule; restore a checkpoint's state.
+
+        Returns the checkpoint resumed from, if any.
+        """
+        cfg, env, model, task = self.config, self.env, self.model, self.task
+        micro_batch = cfg.micro_batch_size(env.world_size)
+        resume_from = self._resume_path()
+        state = self.checkpoints.load(resume_from, model) if resume_from is not None else None
         self.wrapped = wrap(TaskStep(model, task).train(), cfg.distributed, env, cfg.find_unused_parameters)
         groups = task.parameter_groups(model) if hasattr(task, "parameter_groups") else None
         groups = complete_groups(groups, cfg.weight_decay) if groups is not None else parameter_groups(
@@ -114,39 +153,10 @@ class Trainer:
         self.schedule = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_steps, cfg.warmup_start_lr,
                                      cfg.min_lr)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-
-        self.step, self.skipped, self.in_row, self.time_before = 0, 0, 0, 0.0
-        self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
-        self.final_metrics: dict[str, float] = {}
-        self.last_eval_step = self.last_saved_step = -1
         if state is not None:
             self._restore(state)
             self.last_saved_step = self.step
-        resumed = state is not None
-
-        self.log = MetricsLog(self.output_dir, enabled=env.is_main, resume_step=self.step if resumed else None)
-        self.progress = Progress(self.total_steps, initial=self.step, enabled=env.is_main)
-        if resumed:
-            self.progress.message(f"resumed from {resume_from} at step {self.step}")
-        try:
-            self._loop(eval_dataset)
-            if eval_dataset is not None and self.last_eval_step != self.step:
-                self._evaluate_and_keep(eval_dataset, final=True)
-            elif self.last_saved_step != self.step:
-                self._save()
-            results = self._results(resume_from, [task, train_dataset, eval_dataset])
-        finally:
-            self.progress.close()
-            self.log.close()
-            self.stream.close()
-            # a DDP reducer that outlives the process group aborts the process at exit
-            self.wrapped = None
-            gc.collect()
-        if env.is_main:
-            tmp = self.output_dir / (RESULTS_FILE + ".tmp")
-            tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-            os.replace(tmp, self.output_dir / RESULTS_FILE)
-        return results
+        return resume_from
 
     def _loop(self, eval_dataset: Any) -> None:
         cfg = self.config
@@ -238,6 +248,8 @@ class Trainer:
 
     # -- reporting ----------------------------------------------------------------
     def _epoch(self) -> float:
+        if self.stream is None:
+            return 0
         per_epoch = self.stream.steps_per_epoch
         return round(self.step / per_epoch, 4) if per_epoch else self.stream.epoch
 
@@ -256,7 +268,9 @@ class Trainer:
         self.progress.report(record)
 
     def _results(self, resume_from: Optional[Path], sources: list[Any]) -> dict[str, Any]:
-        counters: dict[str, int] = {"bad_media": self.stream.bad_media} if self.stream.report is not None else {}
+        counters: dict[str, int] = {}
+        if self.stream is not None and self.stream.report is not None:
+            counters["bad_media"] = self.stream.bad_media
         for source in sources:
             method = getattr(source, "counters", None)
             for key, value in (method() if callable(method) else {}).items():
@@ -283,6 +297,8 @@ class Trainer:
     def _evaluate_and_keep(self, dataset: Any, final: bool = False) -> None:
         """Evaluate, log, and checkpoint when the best metric improved (always at the end)."""
         improved = self._evaluate(dataset)
+        if self.optimizer is None:  # evaluation only: nothing to checkpoint
+            return
         if (improved or final) and self.last_saved_step != self.step:
             self._save()
         if improved:
@@ -291,7 +307,8 @@ class Trainer:
     def _evaluate(self, dataset: Any) -> bool:
         cfg, env = self.config, self.env
         context = EvalContext(self.output_dir, self.step, int(self._epoch()), env, cfg.precision,
-                              cfg.eval_batch_size or cfg.micro_batch_size(env.world_size), cfg.num_workers,
+                              cfg.eval_batch_size or max(1, cfg.batch_size // (env.world_size * cfg.accum_steps)),
+                              cfg.num_workers,
                               getattr(self.task, "collate", None))
         self.model.eval()
         try:
