@@ -11,6 +11,7 @@ import vlreg  # noqa: F401  (installs the torchvision guard before timm)
 from vlreg.build import build
 from vlreg.config import load_config
 from vlreg.errors import ConfigError, UserError
+from vlreg.interop.weights import sha256_file
 from vlreg.models.base import Features, dry_build
 
 TINY = {"name": "timm_vit", "model": "vit_tiny_patch16_224", "img_size": 32, "model_kwargs": {"depth": 2}}
@@ -183,13 +184,45 @@ def test_eva_vit_g_meta_build_matches_blip2_shape_and_parameter_count():
     assert enc.vit.cls_token.is_meta
     assert (enc.width, len(enc.vit.blocks), enc.num_tokens, enc.image_size) == (1408, 39, 257, (224, 224))
     assert isinstance(enc.vit.norm, nn.Identity) and isinstance(enc.post_norm, nn.LayerNorm)
-    # timm's 39-block EVA-g without its own final norm (norm or fc_norm), plus BLIP-2's ln_vision
-    expected = sum(p.numel() for n, p in timm_39.named_parameters() if "norm" not in n.split(".")[0]) + 2 * 1408
-    assert enc.num_parameters() == expected == 985_897_344
-    # transformers gives each of the 39 layers a k bias that EVA (and BLIP-2's checkpoints) keep at zero
+    assert all(m.eps == 1e-6 for m in enc.modules() if isinstance(m, nn.LayerNorm))  # EVA's and transformers' eps
+    # 985,952,256: a timm VisionTransformer whose qkv bias is full, as transformers stores it (one 3 x 1408
+    # parameter per layer). EVA itself (timm's Eva: q_bias, v_bias and a zero k_bias buffer) has 39 x 1408
+    # fewer parameters: 985,897,344 for its 39 blocks without its final norm, plus BLIP-2's ln_vision.
     hf_count = sum(p.numel() for p in hf_vision.parameters())
-    assert hf_count == 985_952_256 == 3_744_679_936 - 107_130_880 - 2_651_596_800
-    assert hf_count - 39 * 1408 == enc.num_parameters()
+    assert enc.num_parameters() == hf_count == 985_952_256 == 3_744_679_936 - 107_130_880 - 2_651_596_800
+    eva = sum(p.numel() for n, p in timm_39.named_parameters() if "norm" not in n.split(".")[0]) + 2 * 1408
+    assert eva == 985_897_344 == enc.num_parameters() - 39 * 1408
+    assert [tuple(v.shape) for k, v in enc.state_dict().items() if k.startswith("vit.blocks.0.attn.qkv")] == \
+        [(3 * 1408, 1408), (3 * 1408,)]
+
+
+def test_eva_weights_load_with_a_zero_key_bias_and_give_evas_output(tmp_path):
+    """EVA's layout (q_bias, v_bias; LAVIS's eva_vit_g.pth, timm's Eva) in the ViT-shaped encoder."""
+    import timm
+
+    eva_shape = {"img_size": 28, "depth": 3, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 2.0}
+    torch.manual_seed(1)
+    eva = timm.create_model("eva_giant_patch14_clip_224", num_classes=0, **eva_shape).eval()
+    with torch.no_grad():
+        for block in eva.blocks:
+            block.attn.q_bias.normal_()
+            block.attn.v_bias.normal_()
+    path = tmp_path / "eva.pth"
+    torch.save(eva.state_dict(), path)
+    size = eva_shape.pop("img_size")
+    enc = build("encoder", {"name": "timm_vit", "model": "vit_giant_patch14_clip_224", "img_size": size,
+                            "model_kwargs": {**eva_shape, "pre_norm": False}, "layer_norm_eps": 1e-6,
+                            "drop_last_blocks": 1, "final_norm": True, "checkpoint": str(path)})
+    bias = enc.vit.blocks[0].attn.qkv.bias
+    assert torch.equal(bias, torch.cat([eva.blocks[0].attn.q_bias, torch.zeros(64), eva.blocks[0].attn.v_bias]))
+    x = images(size=size)
+    with torch.no_grad():
+        [(patches, prefix)] = eva.forward_intermediates(x, indices=[1], norm=False, output_fmt="NLC",
+                                                       intermediates_only=True, return_prefix_tokens=True)
+        expected = F.layer_norm(torch.cat([prefix, patches], dim=1), (64,), eps=1e-6)
+    torch.testing.assert_close(enc(x).tokens, expected, rtol=1e-5, atol=1e-5)
+    assert enc.weight_source() == {"source": str(path.resolve()), "sha256": sha256_file(path)}
+    assert tiny().weight_source() is None
 
 
 def test_clip_vit_l_meta_build_takes_the_penultimate_block():

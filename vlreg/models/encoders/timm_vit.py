@@ -4,6 +4,11 @@
 ``forward_features``, ``prune_intermediate_layers``): the vit_*, deit_*, eva* families.
 ``eva_vit_g`` and ``clip_vit_l`` are that same class with BLIP-2's choices fixed: the
 last block removed (features of the second-last block) and a LayerNorm on top.
+
+Both presets are timm ``VisionTransformer`` models, whose blocks map one-to-one onto
+transformers' ``Blip2VisionModel`` and LAVIS's encoders (see :mod:`vlreg.interop.vision_keys`).
+EVA ViT-g is built as ``vit_giant_patch14_clip_224`` without CLIP's pre-norm: EVA's weights
+(separate query and value biases) load into its single ``qkv`` bias with a zero key part.
 """
 
 from __future__ import annotations
@@ -16,27 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, did_you_mean
+from ...interop.vision_keys import fuse_qv_bias, is_eva_layout
+from ...interop.weights import read_weights, sha256_file, sha256_tensors
 from ...registry import register
 from ..base import Encoder, Features, Precision, is_dry_build
 from . import check_media, encoding
-
-
-def read_state_dict(path: str) -> dict[str, Tensor]:
-    """The tensors of a weights file: safetensors, or a torch pickle read with ``weights_only=True``."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"checkpoint {path!r} does not exist")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(file))
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise ConfigError(f"cannot read checkpoint {path!r}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(f"checkpoint {path!r} is not a state dict (a flat mapping of names to tensors)")
-    return state
 
 
 def create_timm_model(model: str, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -69,6 +58,8 @@ class TimmViT(Encoder):
             an encoder) or a bare timm model's, where the blocks that ``drop_last_blocks`` removes,
             timm's final norm and the classifier head may be present and are skipped.
         model_kwargs: more arguments for ``timm.create_model`` (``{depth: 2}`` for a tiny test model).
+        layer_norm_eps: the epsilon of every LayerNorm of the encoder (timm's and ``final_norm``);
+            None keeps the model's own (timm's CLIP ViTs use 1e-5, most others 1e-6).
         drop_last_blocks: remove the last k blocks. The tokens are then the raw output of the
             last remaining block: timm's final norm, which belongs to the full stack, goes too
             (BLIP-2 takes the second-last block of its ViTs this way).
@@ -80,8 +71,17 @@ class TimmViT(Encoder):
         grad_checkpointing: recompute block activations during backward (fine-tuning an
             unfrozen encoder at large batch); uses timm's ``set_grad_checkpointing``.
 
+    Weights in EVA's layout (``attn.q_bias`` and ``attn.v_bias``, as in LAVIS's ``eva_vit_g.pth``
+    and timm's ``eva_*`` models) load into a model with a full ``qkv`` bias, the key part zero.
     Inside :func:`vlreg.models.base.dry_build` nothing is loaded: the architecture alone is built.
+
+    :meth:`weight_source` says where the frozen weights came from (the checkpoint file, or
+    timm's hub) and their sha256, for checkpoints that reference rather than copy them.
     """
+
+    pretrained_weights: ClassVar[Optional[str]] = None
+    """The timm model whose pretrained weights ``pretrained`` loads, when not ``model`` itself
+    (EVA's weights for an EVA-shaped ``VisionTransformer``); they are converted on load."""
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class TimmViT(Encoder):
         pretrained: bool = False,
         checkpoint: Optional[str] = None,
         model_kwargs: Optional[dict[str, Any]] = None,
+        layer_norm_eps: Optional[float] = None,
         drop_last_blocks: int = 0,
         final_norm: bool = False,
         frozen: bool = True,
@@ -98,11 +99,13 @@ class TimmViT(Encoder):
     ):
         super().__init__()
         self.model_name = model
+        self._weight_source: Optional[dict[str, str]] = None
         dry = is_dry_build()
         kwargs = dict(model_kwargs or {})
         if img_size is not None:
             kwargs["img_size"] = img_size
-        vit = create_timm_model(model, pretrained=pretrained and not dry, **kwargs)
+        own_pretrained = pretrained and not dry and self.pretrained_weights is None
+        vit = create_timm_model(model, pretrained=own_pretrained, **kwargs)
         if not all(hasattr(vit, a) for a in ("patch_embed", "blocks", "prune_intermediate_layers")):
             raise ConfigError(f"timm model {model!r} is not a Vision Transformer (patch_embed and blocks); "
                               "timm_vit needs one")
@@ -117,8 +120,18 @@ class TimmViT(Encoder):
         self.num_tokens: int = vit.patch_embed.num_patches + vit.num_prefix_tokens
         self.image_size: tuple[int, int] = tuple(vit.patch_embed.img_size)
         self.post_norm = nn.LayerNorm(self.width) if final_norm else nn.Identity()
+        if layer_norm_eps is not None:
+            for module in self.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.eps = layer_norm_eps
+        if own_pretrained and checkpoint is None:
+            self._weight_source = {"source": f"timm:{model}", "sha256": sha256_tensors(vit.state_dict())}
+        elif pretrained and not dry and checkpoint is None:
+            self._load_pretrained_weights()
         if checkpoint is not None and not dry:
             self.load_weights(checkpoint)
+            self._weight_source = {"source": str(Path(checkpoint).expanduser().resolve()),
+                                   "sha256": sha256_file(checkpoint)}
         if grad_checkpointing:
             if frozen:
                 raise ConfigError("grad_checkpointing saves memory in backward and needs a trainable encoder: "
@@ -126,18 +139,48 @@ class TimmViT(Encoder):
             vit.set_grad_checkpointing(True)
         self.configure_frozen(frozen, precision)
 
+    def weight_source(self) -> Optional[dict[str, str]]:
+        """``{"source", "sha256"}`` of the loaded weights, or None (random initialisation).
+
+        ``source`` is the checkpoint file's absolute path (``sha256``: of its bytes), or
+        ``timm:<model>`` for timm's pretrained weights (``sha256``: of the loaded tensors, as
+        they arrive through timm's download cache). Computed once, when the weights load.
+        """
+        return self._weight_source
+
+    def forget_weight_source(self) -> None:
+        """Declare the weights changed since they were loaded (a checkpoint then saves them in full)."""
+        self._weight_source = None
+
+    def _load_pretrained_weights(self) -> None:
+        """Load ``pretrained_weights`` from timm's hub into this encoder's architecture."""
+        donor = create_timm_model(self.pretrained_weights, pretrained=True, img_size=self.image_size)
+        state = donor.state_dict()
+        self._weight_source = {"source": f"timm:{self.pretrained_weights}", "sha256": sha256_tensors(state)}
+        self.load_state(state, f"timm model {self.pretrained_weights!r}")
+
     def load_weights(self, path: str) -> None:
         """Load a weights file: this encoder's own state dict, or a bare timm model's (see ``checkpoint``)."""
-        state = read_state_dict(path)
+        self.load_state(read_weights(path), f"checkpoint {path!r}")
+
+    def load_state(self, state: dict[str, Tensor], origin: str) -> None:
+        """Load this encoder's own state dict (keys ``vit.*``, ``post_norm.*``) or a bare timm model's.
+
+        A bare model's late blocks, final norm and head that this encoder removed are skipped;
+        EVA's separate query and value biases become the full ``qkv`` bias. ``origin`` names
+        the weights in errors.
+        """
         own = any(key.startswith("vit.") for key in state)
         target = self if own else self.vit
         if not own:
             state = {k: v for k, v in state.items() if not self._removed_part(k)}
         expected = set(target.state_dict())
+        if is_eva_layout(state) and not is_eva_layout(dict.fromkeys(expected)):
+            state = fuse_qv_bias(state)
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             raise ConfigError(
-                f"checkpoint {path!r} does not fit encoder {self.model_name!r}: "
+                f"{origin} does not fit encoder {self.model_name!r}: "
                 f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
             )
@@ -145,7 +188,7 @@ class TimmViT(Encoder):
             target.load_state_dict(state)
         except RuntimeError as exc:  # shapes differ: another width or image size
             detail = " ".join(str(exc).split("\n")[1:3]).strip()
-            raise ConfigError(f"checkpoint {path!r} does not fit encoder {self.model_name!r}: {detail}") from None
+            raise ConfigError(f"{origin} does not fit encoder {self.model_name!r}: {detail}") from None
 
     def _removed_part(self, key: str) -> bool:
         """Whether a bare timm key belongs to what this encoder removed (late blocks, final norm, head)."""
@@ -174,12 +217,15 @@ class TimmViT(Encoder):
 class TimmViTPreset(TimmViT):
     """A timm ViT set up as BLIP-2 uses it: last block removed, a LayerNorm on top.
 
-    Subclasses name the timm model in ``timm_model``; the arguments left open are
-    ``pretrained``, ``checkpoint``, ``img_size`` (224; BLIP-2 fine-tunes some tasks at 364),
-    ``frozen``, ``precision`` and ``grad_checkpointing``, as for :class:`TimmViT`.
+    Subclasses name the timm model in ``timm_model`` (with ``timm_kwargs`` and ``norm_eps``
+    fixing its architecture); the arguments left open are ``pretrained``, ``checkpoint``,
+    ``img_size`` (224; BLIP-2 fine-tunes some tasks at 364), ``frozen``, ``precision`` and
+    ``grad_checkpointing``, as for :class:`TimmViT`.
     """
 
     timm_model: ClassVar[str]
+    timm_kwargs: ClassVar[dict[str, Any]] = {}
+    norm_eps: ClassVar[Optional[float]] = None
 
     def __init__(
         self,
@@ -191,29 +237,40 @@ class TimmViTPreset(TimmViT):
         grad_checkpointing: bool = False,
     ):
         super().__init__(self.timm_model, img_size=img_size, pretrained=pretrained, checkpoint=checkpoint,
-                         drop_last_blocks=1, final_norm=True, frozen=frozen, precision=precision,
-                         grad_checkpointing=grad_checkpointing)
+                         model_kwargs=dict(self.timm_kwargs), layer_norm_eps=self.norm_eps, drop_last_blocks=1,
+                         final_norm=True, frozen=frozen, precision=precision, grad_checkpointing=grad_checkpointing)
 
 
 @register("encoder", "eva_vit_g")
 class EvaViTG(TimmViTPreset):
     """EVA-CLIP ViT-g/14 as in BLIP-2: 1408 wide, 39 of its 40 blocks, then a LayerNorm; 257 tokens at 224 px.
 
-    ``pretrained`` loads EVA01-CLIP-g (LAION-400M) through timm, the weights BLIP-2 froze.
+    A timm ``VisionTransformer`` with EVA-g's shape (``vit_giant_patch14_clip_224`` without CLIP's
+    pre-norm; LayerNorm epsilon 1e-6 as in EVA and transformers' ``Blip2VisionModel``), so that
+    its parameters are exactly those of transformers' BLIP-2 vision model, ``post_layernorm``
+    being ``post_norm`` (BLIP-2's ``ln_vision``). ``pretrained`` loads EVA01-CLIP-g (LAION-400M)
+    through timm (``eva_giant_patch14_clip_224.laion400m``), the weights BLIP-2 froze, and folds
+    their query and value biases into the ``qkv`` bias. ``checkpoint`` takes this encoder's own
+    state dict or EVA's (LAVIS's ``eva_vit_g.pth``).
     Arguments: ``pretrained``, ``checkpoint``, ``img_size``, ``frozen``, ``precision``,
     ``grad_checkpointing`` (see :class:`TimmViTPreset`).
     """
 
-    timm_model = "eva_giant_patch14_clip_224.laion400m"
+    timm_model = "vit_giant_patch14_clip_224"
+    timm_kwargs = {"pre_norm": False}
+    norm_eps = 1e-6
+    pretrained_weights = "eva_giant_patch14_clip_224.laion400m"
 
 
 @register("encoder", "clip_vit_l")
 class ClipViTL(TimmViTPreset):
     """OpenAI CLIP ViT-L/14 as in BLIP-2: 1024 wide, 23 of its 24 blocks, then a LayerNorm; 257 tokens at 224 px.
 
-    ``pretrained`` loads OpenAI's CLIP weights through timm.
+    CLIP's own pre-norm and QuickGELU activation are kept (timm's ``*_quickgelu`` model, as LAVIS's
+    ``clip_vit_L``). transformers' ``Blip2VisionModel`` has no pre-norm, so this variant has no
+    transformers export. ``pretrained`` loads OpenAI's CLIP weights through timm.
     Arguments: ``pretrained``, ``checkpoint``, ``img_size``, ``frozen``, ``precision``,
     ``grad_checkpointing`` (see :class:`TimmViTPreset`).
     """
 
-    timm_model = "vit_large_patch14_clip_224.openai"
+    timm_model = "vit_large_patch14_clip_quickgelu_224.openai"

@@ -152,6 +152,20 @@ def untie_output_embeddings(model: Any) -> None:
     head.weight = nn.Parameter(weight)
 
 
+def _checkpoint_sha256(path: str) -> str:
+    """The fingerprint of the weight files of a transformers checkpoint: a local directory or a cached hub name."""
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+
+    from ...interop.weights import sha256_files, weight_files
+
+    directory = Path(path)
+    if not directory.is_dir():  # a hub name: the files from_pretrained just fetched into the cache
+        directory = Path(cached_file(path, "config.json")).parent
+    return sha256_files(weight_files(directory))
+
+
 def _short(exc: Exception) -> str:
     return " ".join(str(exc).split())[:300]
 
@@ -192,6 +206,7 @@ class TransformersLM(LanguageModel):
         self.tokenizer_source = tokenizer or path
         self._tokenizer: Any = None
         self._separator = ""
+        self._weight_source: Optional[dict[str, str]] = None
         self.model = self._load_model(path, config)
         self.width = self.model.get_input_embeddings().embedding_dim
         if grad_checkpointing:
@@ -222,7 +237,20 @@ class TransformersLM(LanguageModel):
                 raise ConfigError(f"{self.label}: cannot load {path!r} with {auto.__name__}: {_short(exc)}") from None
             if config is not None:
                 self._check_agrees(model.config, config, path)
+            self._weight_source = {"source": path, "sha256": _checkpoint_sha256(path)}
         return model
+
+    def weight_source(self) -> Optional[dict[str, str]]:
+        """``{"source": path, "sha256": ...}`` when the weights came from ``path``, else None (random init).
+
+        ``sha256`` fingerprints the checkpoint's weight files (every safetensors shard, else the
+        pickles), hashed once when the model loads; see :func:`vlreg.interop.weights.sha256_files`.
+        """
+        return self._weight_source
+
+    def forget_weight_source(self) -> None:
+        """Declare the weights changed since they were loaded (a checkpoint then saves them in full)."""
+        self._weight_source = None
 
     def _from_config(self, auto: Any, config: Mapping[str, Any]) -> Any:
         from transformers import AutoConfig
