@@ -33,11 +33,22 @@ The task object provides:
 - ``parameter_groups(model)`` (optional): overrides the AdamW groups (a list of
   dicts with ``params`` and optionally ``weight_decay``, ``lr_scale``, ``name``).
 - ``counters()`` (optional, also on datasets): ``{name: count}`` summed over
-  ranks into ``results.json["counters"]`` (e.g. ``bad_media``). With worker
-  processes a dataset's own counts stay in the workers: pass them through batches.
+  ranks into ``results.json["counters"]``. With worker processes a dataset's own
+  counts stay in the workers: pass them through batches.
 
 Datasets are map-style (``__len__``, ``__getitem__``) or ``IterableDataset``;
-samples collate into dict batches. See :mod:`vlreg.runner.data` for the order,
+samples collate into dict batches. A training set with ``bad_media_report()``
+(the :mod:`vlreg.data` readers) has its bad media counted by the runner in the
+main process: removed from batches before ``train_step``, logged per epoch,
+fatal beyond the dataset's ``max_bad_fraction``, and reported as
+``counters["bad_media"]``. ``fit`` with ``train_dataset=None`` (or
+``max_steps: 0``) only evaluates.
+
+Weights of a finished run: :func:`vlreg.runner.checkpoint.final_checkpoint`,
+:func:`~vlreg.runner.checkpoint.load_weights` (a whole model, for inference;
+``exclude=("prompter",)`` skips a P-Former) and
+:func:`~vlreg.runner.checkpoint.load_component_weights` (one component, to start
+a stage from an earlier one). See :mod:`vlreg.runner.data` for the order,
 sharding and exact resume, :mod:`vlreg.runner.checkpoint` for the checkpoint
 layout and the frozen-weight ``weight_source()`` protocol,
 :mod:`vlreg.runner.distributed_setup` for torchrun launches (one or many
