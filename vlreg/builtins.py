@@ -26,7 +26,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "mlp": f"{_BRIDGES}.projectors",
         "perceiver": f"{_BRIDGES}.perceiver",
     },
-    "prompter": {},
+    "prompter": {
+        "pformer": "vlreg.models.prompters.pformer",
+    },
     "llm": {
         "causal_lm": f"{_LLMS}.causal",
         "seq2seq_lm": f"{_LLMS}.seq2seq",
@@ -53,8 +55,18 @@ BUILTINS: dict[str, dict[str, str]] = {
         "caption": f"{_PROCESSORS}.text",
         "question": f"{_PROCESSORS}.text",
     },
-    "task": {},
-    "runner": {},
+    "task": {
+        "caption": "vlreg.tasks.caption",
+        "pretrain_stage2": "vlreg.tasks.caption",
+        "vqa": "vlreg.tasks.vqa",
+        "retrieval": "vlreg.tasks.retrieval",
+        "pretrain_stage1": "vlreg.tasks.retrieval",
+        "pformer_pretrain": "vlreg.tasks.pformer_pretrain",
+        "lm_pretrain": "vlreg.tasks.lm_pretrain",
+    },
+    "runner": {
+        "trainer": "vlreg.runner.trainer",
+    },
     "metric": {
         "caption_scores": f"{_METRICS}.caption",
         "vqa_accuracy": f"{_METRICS}.vqa",

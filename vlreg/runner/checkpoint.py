@@ -323,7 +323,7 @@ def final_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "", exclude: tuple[str, ...] = (),
-                 strict: bool = True) -> list[str]:
+                 strict: bool = True, ignore_unexpected: bool = False) -> list[str]:
     """Load the weights of a checkpoint into ``model``: for inference, or to start a stage from an earlier one.
 
     No optimizer or run state is touched. ``path`` is a checkpoint directory or a
@@ -337,7 +337,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "", ex
     error), frozen weights the checkpoint references by source against
     ``model``'s own ``weight_source()`` (an error when the checksums differ), and
     weights ``model`` would need that the checkpoint does not hold (an error when
-    ``strict``; returned otherwise).
+    ``strict``; returned otherwise). With ``ignore_unexpected``, checkpoint keys the
+    model lacks are skipped instead (a stage-2 Q-Former started from a stage-1 one,
+    whose text branch it drops).
     """
     path = resolve_checkpoint(path)
     manifest = read_manifest(path)
@@ -350,7 +352,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "", ex
     layout = weight_layout(model)
     own = model.state_dict(keep_vars=True)
     unexpected = sorted(set(tensors) - set(own))
-    if unexpected:
+    if ignore_unexpected:
+        tensors = {k: v for k, v in tensors.items() if k in own}
+    elif unexpected:
         raise CheckpointError(f"{path} holds weights that the model does not have: {_listing(unexpected)}")
     for module, recorded in manifest["sources"].items():
         if not module.startswith(prefix.rstrip(".")):
@@ -369,7 +373,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "", ex
     return missing
 
 
-def load_component_weights(model: nn.Module, role: str, path: str | os.PathLike, strict: bool = True) -> list[str]:
+def load_component_weights(model: nn.Module, role: str, path: str | os.PathLike, strict: bool = True,
+                           ignore_unexpected: bool = False) -> list[str]:
     """Load component ``role`` (``model.<role>``, e.g. ``bridge``) from a checkpoint of another run.
 
     The checkpoint must hold weights under ``<role>.``; see :func:`load_weights`.
@@ -381,7 +386,7 @@ def load_component_weights(model: nn.Module, role: str, path: str | os.PathLike,
     manifest = read_manifest(checkpoint)
     if not any(k.startswith(f"{role}.") for k in [*manifest["trainable"], *manifest["frozen"]]):
         raise CheckpointError(f"{checkpoint} holds no weights of {role!r}")
-    return load_weights(component, checkpoint, prefix=f"{role}.", strict=strict)
+    return load_weights(component, checkpoint, prefix=f"{role}.", strict=strict, ignore_unexpected=ignore_unexpected)
 
 
 # -- the checkpointer -----------------------------------------------------------

@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import distributed as collectives
 from ..errors import ConfigError, UserError
+from ..registry import register
 from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints
 from .config import RunConfig
 from .context import EvalContext, autocast
@@ -70,6 +71,7 @@ class _Window:
         self.grad_norm += grad_norm
 
 
+@register("runner", "trainer")
 class Trainer:
     """Trains a model with a task on one process or many (see :mod:`vlreg.runner`)."""
 

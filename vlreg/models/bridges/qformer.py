@@ -21,6 +21,7 @@ Q-Former, without text embeddings, text feed-forwards or stage-1 heads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
@@ -70,7 +71,8 @@ class QFormer(Bridge):
             false for the stage-2 Q-Former.
         tokenizer: BERT-style tokenizer, hub name or local directory (needed with text_branch);
             ``[DEC]`` is added as its bos token when it has none.
-        vocab_size: used only in dry builds, where no tokenizer is loaded (BERT's 30522 + ``[DEC]``).
+        vocab_size: used only in dry builds whose tokenizer is not a local directory (no hub access
+            there; BERT's 30522 + ``[DEC]``).
         max_text_length: texts are truncated to this many tokens.
         max_position_embeddings: size of the text position table.
         embed_dim: width of the contrastive embeddings (``vision_proj``, ``text_proj``).
@@ -115,7 +117,7 @@ class QFormer(Bridge):
         self.num_queries, self.vision_width, self.llm_width = num_queries, vision_width, llm_width
         self.hidden_size, self.max_text_length, self.text_branch = hidden_size, max_text_length, text_branch
         self.tokenizer = None
-        if text_branch and not is_dry_build():
+        if text_branch and (not is_dry_build() or (tokenizer is not None and Path(tokenizer).is_dir())):
             self.tokenizer = _bert_tokenizer(tokenizer)
             vocab_size = len(self.tokenizer)
 

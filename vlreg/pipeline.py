@@ -1,0 +1,272 @@
+"""Projects: stages run in order, each initialised from earlier ones by reference.
+
+A project config::
+
+    name: pformer_video
+    output_dir: outputs/pformer_video
+    world: {root: world, size: default, seed: 0}   # created when missing
+    stages:
+      - name: pformer                                # stage 0: text only
+        task: {name: pformer_pretrain}
+        model: {prompter: {...}, llm: {...}, losses: {...}}
+        data: {train: {...}, eval: {...}}
+        run: {max_steps: 300, batch_size: 32, lr: 1e-4}
+      - name: stage1
+        init: {prompter: pformer}                    # this model's prompter <- stage pformer's
+        ...
+
+A config without ``stages`` is a project of one stage. Each stage writes into
+``<output_dir>/<stage name>`` (or its own ``run.output_dir``); a stage whose
+``results.json`` exists is skipped unless ``--force``; an interrupted stage resumes
+from its newest complete checkpoint. ``init`` maps a component of this stage's
+model to an earlier stage (by name) or a checkpoint path: the component's weights
+are loaded from there (those the component has; a stage-2 Q-Former takes a stage-1
+one's weights without its text branch).
+
+``feature_cache: true`` (or a directory) serves the stage's datasets from the
+frozen-feature cache (:mod:`vlreg.runner.feature_cache`), by default
+``<output_dir>/feature_cache``, shared by the project's stages. ``runner`` names
+the registered runner (default ``trainer``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from .build import build, call, check_args
+from .errors import ConfigError, UserError, did_you_mean
+
+PROJECT_KEYS = ("name", "description", "output_dir", "world", "stages", "plugins")
+STAGE_KEYS = ("name", "description", "task", "model", "data", "run", "init", "runner", "feature_cache")
+
+
+@dataclass
+class WorldSpec:
+    """The synthetic world a project runs on: created under ``root`` when missing."""
+
+    root: str = "world"
+    size: str = "default"
+    seed: int = 0
+
+
+@dataclass
+class Stage:
+    name: str
+    config: dict[str, Any]
+    output_dir: Path
+
+    @property
+    def results_file(self) -> Path:
+        return self.output_dir / "results.json"
+
+    @property
+    def completed(self) -> bool:
+        return self.results_file.is_file()
+
+
+def _check_keys(node: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in node:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
+            )
+
+
+@dataclass
+class Project:
+    name: str
+    output_dir: Path
+    stages: list[Stage]
+    world: Optional[WorldSpec] = None
+    source: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], source: str = "") -> "Project":
+        """Check a resolved config's structure (every stage's components included) and read it."""
+        cfg = dict(cfg)
+        if "stages" not in cfg:  # a config of one stage: the project and the stage share a directory
+            stage = {k: v for k, v in cfg.items() if k not in ("plugins", "world", "output_dir")}
+            run = dict(stage.get("run") or {})
+            output_dir = run.get("output_dir") or cfg.get("output_dir") or f"outputs/{cfg.get('name', 'run')}"
+            stage["run"] = {**run, "output_dir": output_dir}
+            stage.setdefault("name", Path(output_dir).name)
+            cfg = {"name": stage["name"], "output_dir": output_dir, "world": cfg.get("world"),
+                   "plugins": cfg.get("plugins"), "stages": [stage]}
+        _check_keys(cfg, PROJECT_KEYS, "project")
+        world = None
+        if cfg.get("world") is not None:
+            world = call(WorldSpec, cfg["world"], "world", "world")
+        output_dir = Path(cfg.get("output_dir") or f"outputs/{cfg.get('name', 'project')}")
+        stages_cfg = cfg.get("stages")
+        if not isinstance(stages_cfg, list) or not stages_cfg:
+            raise ConfigError("project: stages must be a non-empty list of stage mappings")
+        stages: list[Stage] = []
+        for i, node in enumerate(stages_cfg):
+            where = f"stages[{i}]"
+            if not isinstance(node, Mapping) or not node.get("name"):
+                raise ConfigError(f"{where}: a stage is a mapping with a name")
+            where = f"stages.{node['name']}"
+            _check_keys(node, STAGE_KEYS, where)
+            if any(s.name == node["name"] for s in stages):
+                raise ConfigError(f"{where}: two stages are named {node['name']!r}")
+            for component, ref in (node.get("init") or {}).items():
+                if isinstance(ref, str) and not any(s.name == ref for s in stages) and not Path(ref).exists():
+                    earlier = ", ".join(s.name for s in stages) or "none"
+                    raise ConfigError(f"{where}.init.{component}: {ref!r} is neither an earlier stage ({earlier}) "
+                                      "nor an existing checkpoint path")
+            stage_dir = Path((node.get("run") or {}).get("output_dir") or output_dir / node["name"])
+            stages.append(Stage(node["name"], dict(node), stage_dir))
+        project = cls(cfg.get("name") or output_dir.name, output_dir, stages, world, source, cfg)
+        for stage in stages:
+            validate_stage(stage)
+        return project
+
+    def select(self, names: Sequence[str] | None) -> list[Stage]:
+        """The stages to run: all, or those named (in project order)."""
+        if not names:
+            return list(self.stages)
+        known = [s.name for s in self.stages]
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"unknown stage {name!r}{did_you_mean(name, known)}; stages: {', '.join(known)}")
+        return [s for s in self.stages if s.name in names]
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def run(self, stages: Sequence[Stage], force: bool = False) -> int:
+        """Run the given stages in order; print a results table and the results file at the end."""
+        from .reporting import print_results
+
+        if self.world is not None:
+            from .data.world import ensure_world
+
+            ensure_world(self.world.root, size=self.world.size, seed=self.world.seed)
+        started = time.time()
+        for stage in stages:
+            if stage.completed and not force:
+                print(f"[vlreg] stage {stage.name}: already complete ({stage.results_file}); skipped")
+                continue
+            print(f"[vlreg] stage {stage.name}: starting ({stage.output_dir})", flush=True)
+            run_stage(self, stage, force=force)
+        results = {s.name: json.loads(s.results_file.read_text()) for s in self.stages if s.completed}
+        summary = self.output_dir / "results.json"
+        if len(self.stages) > 1:  # a single stage's own results.json is the summary
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"project": self.name, "source": self.source, "seconds": round(time.time() - started, 1),
+                       "stages": results}
+            summary.write_text(json.dumps(payload, indent=2, default=str))
+        print_results(results, summary)
+        return 0
+
+
+def validate_stage(stage: Stage) -> None:
+    """Check a stage's task, model, data and run sections before anything is built."""
+    from .build import validate
+    from .runner import RunConfig
+
+    cfg, where = stage.config, f"stages.{stage.name}"
+    if not cfg.get("task"):
+        raise ConfigError(f"{where}: a stage needs a task")
+    validate("task", cfg["task"], f"{where}.task")
+    task_cls = build_task_class(cfg["task"])
+    task_cls.validate_model(cfg.get("model"), f"{where}.model")
+    for split, node in (cfg.get("data") or {}).items():
+        if split not in ("train", "eval"):
+            raise ConfigError(f"{where}.data: unknown split {split!r}; use train and eval")
+        if node is not None:
+            validate("dataset", node, f"{where}.data.{split}")
+    run = dict(cfg.get("run") or {})
+    run.setdefault("output_dir", str(stage.output_dir))
+    check_args(RunConfig, run, f"{where}.run", "run")
+
+
+def build_task_class(node: Any) -> Any:
+    from .registry import registry
+
+    name = node if isinstance(node, str) else node["name"]
+    return registry("task").get(name)
+
+
+def build_model(stage_config: Mapping[str, Any]) -> Any:
+    """The model of a stage, as its task builds it (meta device inside ``dry_build``)."""
+    return build("task", stage_config["task"], "task").build_model(stage_config.get("model"))
+
+
+def component_names(stage_config: Mapping[str, Any]) -> dict[str, str]:
+    """``{role: registered name}`` of a stage's model components, for summaries."""
+    model = stage_config.get("model") or {}
+    names = {}
+    for role in ("encoder", "bridge", "prompter", "llm"):
+        node = model.get(role)
+        if node:
+            names[role] = node if isinstance(node, str) else node.get("name", "?")
+    return names
+
+
+def resolve_init_source(project: Project, ref: str) -> Path:
+    """A stage name or a path -> the checkpoint directory to load weights from."""
+    from .runner.checkpoint import final_checkpoint
+
+    if any(s.name == ref for s in project.stages):
+        stage = project.stage(ref)
+        found = final_checkpoint(stage.output_dir)
+        if found is None:
+            raise UserError(f"stage {ref!r} has no checkpoint in {stage.output_dir}: run it first")
+        return found
+    return Path(ref)
+
+
+def initialise(project: Project, stage: Stage, model: Any) -> None:
+    """Load each component named under the stage's ``init`` from its earlier stage or checkpoint."""
+    from .runner.checkpoint import load_component_weights
+
+    for role, ref in (stage.config.get("init") or {}).items():
+        source = resolve_init_source(project, ref)
+        missing = load_component_weights(model, role, source, strict=False, ignore_unexpected=True)
+        note = f"; not in it (kept as initialised): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" \
+            if missing else ""
+        print(f"[vlreg] stage {stage.name}: {role} initialised from {source}{note}", flush=True)
+
+
+def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, Any]:
+    """Build the task, model and data of one stage, initialise from earlier stages, and fit."""
+    import torch
+
+    from .config import save_config
+    from .registry import registry
+    from .runner import RunConfig
+
+    cfg, where = stage.config, f"stages.{stage.name}"
+    task = build("task", cfg["task"], f"{where}.task")
+    run = dict(cfg.get("run") or {})
+    run["output_dir"] = str(stage.output_dir)
+    if force:
+        run["resume"] = False
+        shutil.rmtree(stage.output_dir / "checkpoints", ignore_errors=True)
+    run_config = call(RunConfig, run, f"{where}.run", "run")
+    torch.manual_seed(run_config.seed)  # components built from config get the same weights in every stage
+    model = task.build_model(cfg.get("model"))
+    initialise(project, stage, model)
+    data = cfg.get("data") or {}
+    datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
+    if cfg.get("feature_cache") and getattr(model, "encoder", None) is not None:
+        from .runner.feature_cache import attach_feature_cache
+
+        cache = cfg["feature_cache"]
+        root = Path(cache) if isinstance(cache, str) else project.output_dir / "feature_cache"
+        for dataset in datasets.values():
+            attach_feature_cache(dataset, model.encoder, root)
+    stage.output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, stage.output_dir / "config.yaml")
+    runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
+    results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
+    if hasattr(task, "export"):
+        results["export"] = str(task.export(model, stage.output_dir))
+    return results

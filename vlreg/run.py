@@ -1,0 +1,70 @@
+"""``python -m vlreg.run --cfg FILE [key=value ...]``: run a stage or a whole project.
+
+A config either describes one stage (``model``, ``task``, ``data``, ``run``) or a
+project: ``stages:``, a list of stages run in order, each initialised from earlier
+ones (see :mod:`vlreg.pipeline`).
+
+``--dry-run`` resolves and validates the config, builds every model on the meta
+device (no weights, no memory) and prints, per component, its registered name,
+output shape and total and trainable parameters; then it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from .cli import guarded
+from .config import load_config, to_plain
+from .registry import import_plugin_modules
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m vlreg.run",
+        description="Run a vlreg config: one stage, or a project's stages in order.",
+        epilog="Overrides use dotted keys, e.g.  run.max_steps=100 model.bridge.num_queries=16",
+    )
+    parser.add_argument("--cfg", required=True, help="config file (YAML)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, applied last")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate, build on the meta device, print a summary per component, and exit")
+    parser.add_argument("--stage", action="append", default=None,
+                        help="run only this stage of a project (repeatable)")
+    parser.add_argument("--force", action="store_true", help="re-run stages that already completed")
+    return parser.parse_args(argv)
+
+
+def dry_run(stages: dict[str, dict[str, Any]]) -> int:
+    """Validate and build each stage's model on the meta device, and print its summary."""
+    from .models.base import dry_build
+    from .models.summary import format_rows, summarise
+    from .pipeline import build_model, component_names
+
+    for name, stage in stages.items():
+        with dry_build():
+            model = build_model(stage)
+            rows = summarise(model, component_names(stage))
+        print(f"stage {name}: task {stage['task']['name'] if stage.get('task') else '-'}")
+        print(format_rows(rows))
+        print()
+    return 0
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = to_plain(load_config(args.cfg, args.overrides))
+    import_plugin_modules(cfg.get("plugins") or [])
+    from .pipeline import Project
+
+    project = Project.from_config(cfg, source=args.cfg)
+    stages = project.select(args.stage)
+    if args.dry_run:
+        return dry_run({s.name: s.config for s in stages})
+    return project.run(stages, force=args.force)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
