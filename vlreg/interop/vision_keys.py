@@ -95,6 +95,11 @@ def is_eva_layout(state: Mapping[str, Tensor]) -> bool:
     return any(key.endswith(".attn.q_bias") for key in state)
 
 
+def is_openai_clip_layout(visual: Mapping[str, Tensor]) -> bool:
+    """Whether a visual tower's state (without prefix) is in OpenAI CLIP's layout (``transformer.resblocks``)."""
+    return any(key.startswith("transformer.resblocks.") for key in visual)
+
+
 def from_lavis(state: Mapping[str, Tensor], final: str = POST_NORM) -> dict[str, Tensor]:
     """LAVIS ``visual_encoder.*`` and ``ln_vision.*`` -> vlreg encoder keys (other keys are left out).
 
@@ -103,7 +108,7 @@ def from_lavis(state: Mapping[str, Tensor], final: str = POST_NORM) -> dict[str,
     """
     visual = {key[len("visual_encoder."):]: value for key, value in state.items()
               if key.startswith("visual_encoder.")}
-    if any(key.startswith("transformer.resblocks.") for key in visual):
+    if is_openai_clip_layout(visual):
         out = rename(visual, openai_clip_rules(), to_vlreg=True)
         out["vit.cls_token"] = out["vit.cls_token"].reshape(1, 1, -1)
         out["vit.pos_embed"] = out["vit.pos_embed"].reshape(1, *out["vit.pos_embed"].shape[-2:])

@@ -1,0 +1,71 @@
+"""A vlreg run's checkpoint as a ready model.
+
+A stage writes ``<run>/config.yaml`` (the stage's resolved config) and
+``<run>/checkpoints/step_N/`` (see :mod:`vlreg.runner.checkpoint`). Loading rebuilds the
+``model:`` node with :meth:`VisionLanguageModel.from_config` (frozen parts load from their
+own sources) and loads the checkpoint's weights with the runner's ``load_weights``, which
+checks the frozen sources' checksums.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError
+
+STAGE_CONFIG = "config.yaml"
+PROMPTER_LOSSES = ("align", "reconstruction", "contrastive", "vocabulary")
+
+
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a vlreg checkpoint directory, a ``checkpoints/`` folder or a run directory."""
+    from ..runner.checkpoint import is_complete, step_checkpoints
+
+    path = Path(path)
+    return is_complete(path) or (path / "checkpoints").is_dir() or bool(step_checkpoints(path))
+
+
+def stage_config(checkpoint: Path) -> Path:
+    """The ``config.yaml`` of the run a checkpoint directory belongs to (it or one of its two parents)."""
+    for directory in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
+        if (directory / STAGE_CONFIG).is_file():
+            return directory / STAGE_CONFIG
+    raise ConfigError(f"no {STAGE_CONFIG} next to checkpoint {checkpoint} or in its run directory; "
+                      "it says which model the weights belong to")
+
+
+def without_prompter(node: dict[str, Any]) -> dict[str, Any]:
+    """The model node without its P-Former, and without the losses that need one."""
+    node = {k: v for k, v in node.items() if k != "prompter"}
+    losses = node.get("losses")
+    if isinstance(losses, dict):
+        node["losses"] = {k: v for k, v in losses.items() if k not in PROMPTER_LOSSES}
+    return node
+
+
+def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision: Optional[str] = None) -> Any:
+    """The model of a run directory's newest checkpoint (or of the given checkpoint directory), in eval mode.
+
+    ``prompter``: keep the P-Former. By default it is kept only in a model without a bridge
+    (stage 0, where it is the model); elsewhere it was an alignment target for training and
+    inference does not need it: the model is built without it and its weights are skipped.
+    ``precision``: dtype of the frozen encoder and LLM (default: the config's).
+    """
+    from ..config import load_config, to_plain
+    from ..models.assembly import VisionLanguageModel
+    from ..runner.checkpoint import load_weights, resolve_checkpoint
+    from . import with_precision
+
+    checkpoint = resolve_checkpoint(path)
+    config = to_plain(load_config(stage_config(checkpoint)))
+    node = config.get("model")
+    if not isinstance(node, dict) or not node:
+        raise ConfigError(f"{stage_config(checkpoint)} has no model: node")
+    keep = prompter if prompter is not None else not node.get("bridge")
+    if not keep:
+        node = without_prompter(node)
+    model = VisionLanguageModel.from_config(with_precision(node, precision))
+    load_weights(model, checkpoint, exclude=() if keep else ("prompter",))
+    return model.eval()
