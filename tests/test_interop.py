@@ -474,3 +474,14 @@ def test_frozen_encoder_and_llm_files_are_referenced_not_copied_and_checked_on_r
     save_file({k: v * 2 for k, v in tensors.items()}, str(weights), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="frozen weights of 'llm' differ"):
         Checkpointer(tmp_path / "run" / "checkpoints").load(saved, VisionLanguageModel.from_config(node))
+
+
+def test_incomplete_or_missing_sources_are_clear_errors(tmp_path):
+    from transformers import Blip2ForImageTextRetrieval
+
+    Blip2ForImageTextRetrieval(blip2_config("opt", retrieval=True)).save_pretrained(tmp_path / "retrieval")
+    with pytest.raises(UserError, match="is not a complete Blip2ForConditionalGeneration checkpoint: it lacks "
+                                        "language_model"):
+        vlreg.load_model(tmp_path / "retrieval")  # transformers would fill the LLM with random weights
+    with pytest.raises(ConfigError, match="nope.pth does not exist"):
+        vlreg.load_model(tmp_path / "nope.pth")

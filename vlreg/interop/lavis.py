@@ -104,5 +104,9 @@ def load_lavis(path: str | os.PathLike, node: Mapping[str, Any], strict: bool = 
                           f"{', '.join(needed[:6])}{' ...' if len(needed) > 6 else ''}")
     for prefix in sources:
         if any(k.startswith(f"{prefix}.") for k in converted):
-            model.get_submodule(prefix).forget_weight_source()
+            forget = getattr(model.get_submodule(prefix), "forget_weight_source", None)
+            if forget is None:
+                raise ConfigError(f"{origin} replaces weights of {prefix!r}, which loaded them from its own source "
+                                  "and cannot record that they changed (it has no forget_weight_source())")
+            forget()
     return model.eval()

@@ -137,7 +137,7 @@ def state_to_transformers(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _unconsumed(state: dict[str, Tensor], converted: dict[str, Tensor]) -> list[str]:
     """Keys of a transformers state that no rule carried over (found by converting back)."""
-    return sorted(set(state) - set(state_to_transformers(converted)) - {"qformer.embeddings.position_ids"})
+    return sorted(set(state) - set(state_to_transformers(converted)))
 
 
 # -- transformers -> vlreg --------------------------------------------------------------------------
@@ -237,9 +237,14 @@ def load_transformers(source: str | os.PathLike, precision: str = "fp32") -> Any
 
     source = str(source)
     try:
-        blip2 = Blip2ForConditionalGeneration.from_pretrained(source, dtype=DTYPES[precision])
+        blip2, info = Blip2ForConditionalGeneration.from_pretrained(source, dtype=DTYPES[precision],
+                                                                     output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load transformers BLIP-2 {source!r}: {' '.join(str(exc).split())[:300]}") from None
+    if info["missing_keys"]:  # transformers would fill them with random values
+        missing = sorted(info["missing_keys"])
+        raise UserError(f"{source!r} is not a complete Blip2ForConditionalGeneration checkpoint: it lacks "
+                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     tokenizer = source if _find_file(source, "tokenizer_config.json") else None
     model = from_transformers(blip2, tokenizer, precision)
     model.eval_processor = processor_settings(source, model.encoder.image_size[0])
