@@ -160,17 +160,18 @@ def from_transformers(blip2: Any, tokenizer: Optional[str] = None, precision: st
     node = model_node(blip2.config, _output_head_tied(blip2.language_model), tokenizer, precision)
     with parameters_on_meta():
         model = VisionLanguageModel.from_config(node)
+    _check_same_text_config(model.llm.model.config, blip2.config.text_config)
     state = blip2.state_dict()
     converted = state_to_vlreg(state, vision_keys.final_norm(model.encoder.state_dict()))
     leftover = _unconsumed(state, converted)
     if leftover:
         raise ConfigError(f"transformers BLIP-2 weights without a vlreg counterpart: {', '.join(leftover[:6])}")
     assign_weights(model, converted, "transformers BLIP-2")
-    _check_same_text_config(model.llm.model.config, blip2.config.text_config)
     return model.eval()
 
 
 def _check_same_text_config(ours: Any, theirs: Any) -> None:
+    """The LLM vlreg built from the text config must be the checkpoint's (T5's output scaling included)."""
     keys = ("model_type", "vocab_size", "hidden_size", "d_model", "num_hidden_layers", "num_layers",
             "scale_decoder_outputs", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
     differ = [k for k in keys if getattr(ours, k, None) != getattr(theirs, k, None)]
