@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..models.base import LanguageModel, Prompts
 from ..models.llms.common import IGNORE
 from ..registry import register
-from .base import Task, eval_batches
+from .base import Task
 
 EXPORT_DIR = "export"
 
@@ -76,10 +76,7 @@ class LMPretraining(Task):
 
     def evaluate(self, model: nn.Module, dataset: Any, context: Any) -> dict[str, float]:
         total, count = 0.0, 0
-        for batch, _ in eval_batches(model, dataset, context):
-            if batch is None:
-                continue
-            texts = batch["text_input"]
+        for texts in text_batches(dataset, context):
             with context.autocast():
                 nll, tokens = summed_nll(model, no_prompts(model, len(texts)), texts)
             total, count = total + nll, count + tokens
@@ -97,6 +94,13 @@ class LMPretraining(Task):
             save_lm(model, target)
         barrier()
         return target
+
+
+def text_batches(dataset: Any, context: Any) -> Iterator[list[str]]:
+    """The sentences (``text_input``) of this rank's slice of a sentence dataset, batch by batch."""
+    for batch in context.loader(dataset):
+        if batch.get("text_input"):
+            yield list(batch["text_input"])
 
 
 def build_trainable_lm(node: Any, where: str = "llm") -> LanguageModel:

@@ -26,8 +26,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register
-from .base import Task, eval_batches
-from .lm_pretrain import summed_nll
+from .base import Task
+from .lm_pretrain import summed_nll, text_batches
 
 PAPER_LOSSES = {"reconstruction": 1.0, "contrastive": 1.0, "vocabulary": 1.0}
 
@@ -65,10 +65,7 @@ class PFormerPretraining(Task):
         llm = model.llm
         max_new_tokens = self.max_new_tokens or llm.max_text_length
         rows, total, count = [], 0.0, 0
-        for batch, _ in eval_batches(model, dataset, context):
-            if batch is None:
-                continue
-            texts = batch["text_input"]
+        for texts in text_batches(dataset, context):
             with context.autocast():
                 prompts = model.prompter(texts)
                 nll, tokens = summed_nll(llm, prompts, texts)
