@@ -125,11 +125,14 @@ def test_paper_configs_build_on_the_meta_device_with_the_paper_sizes():
     assert model.prompter.llm_width == model.llm.width == 2560
 
 
-def test_tiny_config_and_stage0_run_settings():
+def test_tiny_config_and_stage0_run_settings(tokenizer_dirs):
     from vlreg.tasks.pformer_pretrain import PAPER_LOSSES
 
     tiny = to_plain(load_config("prompters/pformer_tiny.yaml"))
     assert (tiny["name"], tiny["num_prompts"], tiny["num_layers"], tiny["hidden_size"]) == ("pformer", 32, 2, 256)
+    prompter = build("prompter", {**tiny, "tokenizer": tokenizer_dirs["bert"], "llm_width": 64}).eval()
+    with torch.no_grad():
+        assert prompter(TEXTS).embeds.shape == (4, 32, 64)
     stage = to_plain(load_config("stages/pformer_stage0.yaml"))
     assert stage["task"] == {"name": "pformer_pretrain"} and stage["model"]["losses"] == PAPER_LOSSES
     run = RunConfig(output_dir="out", **stage["run"])
@@ -249,6 +252,28 @@ def test_dry_build_reads_no_tokenizer_and_no_weights(tmp_path):
     assert prompter.word_embeddings.weight.is_meta and prompter.word_embeddings.num_embeddings == 30522
     with pytest.raises(ConfigError, match="llm_width is unknown"):
         build("prompter", {"name": "pformer"})
+
+
+def test_a_frozen_pformer_keeps_bf16_weights_and_stays_in_eval_mode(tokenizer_dirs):
+    torch.manual_seed(0)
+    full = build("prompter", tiny_pformer(tokenizer_dirs, llm_width=16)).eval()
+    torch.manual_seed(0)
+    half = build("prompter", tiny_pformer(tokenizer_dirs, llm_width=16, frozen=True, precision="bf16"))
+    half.train()
+    assert not half.training and not any(p.requires_grad for p in half.parameters())
+    with torch.no_grad():
+        prompts, reference = half(TEXTS).embeds, full(TEXTS).embeds
+    assert prompts.dtype == torch.bfloat16 and torch.allclose(prompts.float(), reference, atol=0.05)
+    with pytest.raises(ConfigError, match="applies to frozen weights only"):
+        build("prompter", tiny_pformer(tokenizer_dirs, llm_width=16, precision="bf16"))
+
+
+def test_the_stage0_task_needs_a_prompter_and_an_llm(tokenizer_dirs):
+    task = build("task", {"name": "pformer_pretrain"})
+    with pytest.raises(ConfigError, match="pformer_pretrain needs a model llm"):
+        task.validate_model({"prompter": tiny_pformer(tokenizer_dirs)}, "model")
+    with pytest.raises(ConfigError, match="pformer_pretrain needs a model prompter and llm"):
+        task.build_model({})
 
 
 # -- stage 0 -----------------------------------------------------------------------------
