@@ -45,6 +45,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "text_jsonl": f"{_DATA}.sentences",
         "text_shards": f"{_DATA}.sentences",
         "caption_corpus": f"{_DATA}.sentences",
+        "world_attributes": f"{_DATA}.attributes",
     },
     "processor": {
         "image_train": f"{_PROCESSORS}.image",
@@ -63,6 +64,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pretrain_stage1": "vlreg.tasks.retrieval",
         "pformer_pretrain": "vlreg.tasks.pformer_pretrain",
         "lm_pretrain": "vlreg.tasks.lm_pretrain",
+        "attribute_pretrain": "vlreg.tasks.attribute_pretrain",
     },
     "runner": {
         "trainer": "vlreg.runner.trainer",
@@ -72,5 +74,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "vqa_accuracy": f"{_METRICS}.vqa",
         "retrieval_recall": f"{_METRICS}.retrieval",
     },
-    "suite": {},
+    "suite": {
+        "coco": "vlreg.bench.suite",
+        "vqav2": "vlreg.bench.suite",
+        "msrvtt": "vlreg.bench.suite",
+    },
 }
