@@ -46,6 +46,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "text_shards": f"{_DATA}.sentences",
         "caption_corpus": f"{_DATA}.sentences",
         "world_attributes": f"{_DATA}.attributes",
+        "concat": f"{_DATA}.concat",
     },
     "processor": {
         "image_train": f"{_PROCESSORS}.image",

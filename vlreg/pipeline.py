@@ -32,6 +32,7 @@ the registered runner (default ``trainer``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .build import build, call, check_args
+from .distributed import is_main
 from .errors import ConfigError, UserError, did_you_mean
 
 PROJECT_KEYS = ("name", "description", "output_dir", "world", "stages", "plugins")
@@ -65,8 +67,13 @@ class Stage:
         return self.output_dir / "results.json"
 
     @property
+    def marker(self) -> Path:
+        """Written last, after training, evaluation and export: the stage is complete."""
+        return self.output_dir / "stage.json"
+
+    @property
     def completed(self) -> bool:
-        return self.results_file.is_file()
+        return self.marker.is_file()
 
 
 def _check_keys(node: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -151,11 +158,13 @@ class Project:
         started = time.time()
         for stage in stages:
             if stage.completed and not force:
-                print(f"[vlreg] stage {stage.name}: already complete ({stage.results_file}); skipped")
+                print(f"[vlreg] stage {stage.name}: already complete ({stage.output_dir}); skipped")
                 continue
             print(f"[vlreg] stage {stage.name}: starting ({stage.output_dir})", flush=True)
             run_stage(self, stage, force=force)
         results = {s.name: json.loads(s.results_file.read_text()) for s in self.stages if s.completed}
+        for name, result in results.items():
+            result["export"] = json.loads(self.stage(name).marker.read_text()).get("export")
         summary = self.output_dir / "results.json"
         if len(self.stages) > 1:  # a single stage's own results.json is the summary
             summary.parent.mkdir(parents=True, exist_ok=True)
@@ -251,11 +260,12 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         run["resume"] = False
         shutil.rmtree(stage.output_dir / "checkpoints", ignore_errors=True)
     run_config = call(RunConfig, run, f"{where}.run", "run")
+    data = cfg.get("data") or {}
+    datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
+    task.prepare(cfg.get("model"), datasets)
     torch.manual_seed(run_config.seed)  # components built from config get the same weights in every stage
     model = task.build_model(cfg.get("model"))
     initialise(project, stage, model)
-    data = cfg.get("data") or {}
-    datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
     if cfg.get("feature_cache") and getattr(model, "encoder", None) is not None:
         from .runner.feature_cache import attach_feature_cache
 
@@ -269,4 +279,12 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
     if hasattr(task, "export"):
         results["export"] = str(task.export(model, stage.output_dir))
+    if is_main():
+        write_json_atomically(stage.marker, {"stage": stage.name, "export": results.get("export")})
     return results
+
+
+def write_json_atomically(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .assembly import VisionLanguageModel
-
 
 @dataclass
 class Row:
@@ -28,30 +26,42 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def summarise(model: VisionLanguageModel, names: dict[str, str], batch_size: int = 2) -> list[Row]:
-    """One row per present component (plus the total), shapes for a batch of ``batch_size``."""
+def parts_of(model: torch.nn.Module, roles: list[str]) -> dict[str, torch.nn.Module]:
+    """The model's components by role: attributes named after the roles, or the model itself
+    when a task's model is a single component (an LLM being pretrained)."""
+    parts = {role: getattr(model, role) for role in roles if isinstance(getattr(model, role, None), torch.nn.Module)}
+    if not parts and len(roles) == 1:
+        parts = {roles[0]: model}
+    return parts
+
+
+def summarise(model: torch.nn.Module, names: dict[str, str], batch_size: int = 2) -> list[Row]:
+    """One row per component (plus the total), with output shapes for a batch of ``batch_size``."""
+    parts = parts_of(model, list(names))
     rows: list[Row] = []
     features = None
     with torch.no_grad():
-        if model.encoder is not None:
-            media, mask = model.encoder.example_input(batch_size, device=model.encoder.device)
-            features = model.encoder(media, mask)
-            rows.append(Row("encoder", names.get("encoder", "?"), f"tokens {list(features.tokens.shape)}",
-                            *_count(model.encoder)))
-        if model.bridge is not None:
+        encoder = parts.get("encoder")
+        if encoder is not None:
+            media, mask = encoder.example_input(batch_size, device=encoder.device)
+            features = encoder(media, mask)
+            rows.append(Row("encoder", names["encoder"], f"tokens {list(features.tokens.shape)}", *_count(encoder)))
+        bridge = parts.get("bridge")
+        if bridge is not None:
             output = "?"
-            if features is not None and getattr(model.bridge, "llm_width", None):
-                output = f"prompts {list(model.bridge(features).embeds.shape)}"
-            elif hasattr(model.bridge, "num_queries"):
-                output = f"queries [{batch_size}, {model.bridge.num_queries}, ...]"
-            rows.append(Row("bridge", names.get("bridge", "?"), output, *_count(model.bridge)))
-    if model.prompter is not None:
-        rows.append(Row("prompter", names.get("prompter", "?"),
-                        f"prompts [{batch_size}, {model.prompter.num_prompts}, {model.prompter.llm_width}]",
-                        *_count(model.prompter)))
-    if model.llm is not None:
-        vocab = model.llm.token_embeddings().shape[0]
-        rows.append(Row("llm", names.get("llm", "?"), f"logits [{batch_size}, L, {vocab}]", *_count(model.llm)))
+            if features is not None and getattr(bridge, "llm_width", None):
+                output = f"prompts {list(bridge(features).embeds.shape)}"
+            elif hasattr(bridge, "num_queries"):
+                output = f"queries [{batch_size}, {bridge.num_queries}, ...]"
+            rows.append(Row("bridge", names["bridge"], output, *_count(bridge)))
+    prompter = parts.get("prompter")
+    if prompter is not None:
+        rows.append(Row("prompter", names["prompter"],
+                        f"prompts [{batch_size}, {prompter.num_prompts}, {prompter.llm_width}]", *_count(prompter)))
+    llm = parts.get("llm")
+    if llm is not None:
+        vocab = llm.token_embeddings().shape[0]
+        rows.append(Row("llm", names["llm"], f"logits [{batch_size}, L, {vocab}]", *_count(llm)))
     rows.append(Row("total", "", "", *_count(model)))
     return rows
 

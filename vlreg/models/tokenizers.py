@@ -17,8 +17,11 @@ second and save it as a transformers tokenizer directory:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 Style = Literal["opt", "t5", "bert"]
 
@@ -86,3 +89,30 @@ def load_tokenizer(source: str | os.PathLike):
         return AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load tokenizer {str(source)!r}: {' '.join(str(exc).split())[:300]}") from None
+
+
+@dataclass
+class TokenizerSpec:
+    """How to train a tokenizer that does not exist yet: its ``style`` and ``vocab_size``."""
+
+    style: Style
+    vocab_size: int = 1000
+
+
+def ensure_tokenizer(path: str | os.PathLike, spec: TokenizerSpec, lines: Callable[[], Iterable[str]]) -> Path:
+    """The tokenizer directory ``path``, trained on ``lines()`` and saved there first if it is missing.
+
+    The directory appears whole or not at all (saved beside it, then renamed), so an
+    interrupted run trains it again rather than reading half a tokenizer.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        save_tokenizer(train_tokenizer(lines(), spec.style, spec.vocab_size), staging)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

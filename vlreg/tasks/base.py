@@ -19,6 +19,9 @@ class Task:
     Subclasses implement :meth:`evaluate` and may override :meth:`build_model`.
     """
 
+    def prepare(self, node: Optional[Mapping[str, Any]], datasets: Mapping[str, Any]) -> None:
+        """Create what the model needs from the data before it is built (e.g. a tokenizer); default: nothing."""
+
     def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
         """The stage's model from its ``model:`` node (a :class:`VisionLanguageModel`)."""
         from ..models.assembly import VisionLanguageModel
@@ -63,3 +66,24 @@ def eval_batches(model: nn.Module, dataset: Any, context: Any):
             yield None, bad
             continue
         yield context.to_device(batch), bad
+
+
+def item_text(item: Mapping[str, Any]) -> str:
+    """An item's text: ``text_input``, followed by ``text_output`` when it has one (a question and its answer)."""
+    return " ".join(str(item[k]) for k in ("text_input", "text_output") if item.get(k))
+
+
+def dataset_texts(dataset: Any) -> list[str]:
+    """The texts (:func:`item_text`) of a dataset's records, through its text processor."""
+    datasets = getattr(dataset, "datasets", [dataset])
+    texts = []
+    for part in datasets:
+        process = getattr(part, "text_processor", None) or (lambda text: text)
+        for record in getattr(part, "records", []):
+            record = dict(record)
+            if record.get("text_input"):
+                record["text_input"] = process(record["text_input"])
+            text = item_text(record)
+            if text:
+                texts.append(text)
+    return texts
