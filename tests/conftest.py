@@ -5,10 +5,20 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle", "star"]
 PLACES = ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def corpus(n: int = 2000, seed: int = 0) -> list[str]:

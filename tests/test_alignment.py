@@ -12,7 +12,7 @@ from vlreg.runner.checkpoint import CheckpointError, Checkpointer, load_weights
 from vlreg.runner.optim import parameter_groups
 
 from conftest import corpus
-from test_pformer import one_thread, tiny_pformer  # noqa: F401  (one_thread: an autouse fixture)
+from test_pformer import tiny_pformer
 
 NUM_PROMPTS = 8  # the tiny Q-Former's num_queries in conftest.tiny_nodes
 BRIDGES = {

@@ -95,3 +95,19 @@ def test_defaults_fill_only_what_the_node_leaves_out():
 def test_a_bare_name_is_a_node():
     with pytest.raises(ConfigError, match="frame_encoder: encoder 't_frame' needs 'width'"):
         build("encoder", {"name": "t_video", "frame_encoder": "t_frame"}, "model.encoder")
+
+
+def test_lists_of_nodes_are_built():
+    class Many:
+        def __init__(self, parts: list[component("encoder")]):
+            self.parts = parts
+
+    registry("encoder").register("t_many", Many)
+    try:
+        many = build("encoder", {"name": "t_many", "parts": [{"name": "t_frame", "width": 1},
+                                                             {"name": "t_frame", "width": 2}]})
+        assert [p.width for p in many.parts] == [1, 2] and all(isinstance(p, Frame) for p in many.parts)
+        with pytest.raises(ConfigError, match=r"parts\[1\]: unknown key 'w' for encoder 't_frame'"):
+            validate("encoder", {"name": "t_many", "parts": [{"name": "t_frame", "width": 1}, {"name": "t_frame", "w": 2}]})
+    finally:
+        del registry("encoder")._entries["t_many"]

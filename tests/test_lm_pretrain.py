@@ -12,7 +12,7 @@ from vlreg.runner import Trainer
 from vlreg.tasks.lm_pretrain import lm_loss, no_prompts, pretrain_lm
 
 from conftest import corpus
-from test_pformer import llm_node, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from test_pformer import llm_node
 
 
 def test_empty_prompts_give_next_token_prediction_for_a_decoder_only_lm(tokenizer_dirs):

@@ -26,15 +26,6 @@ TEXTS = ["a red circle", "a small purple triangle at the bottom", "a large green
          "a blue square on the left"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (also imported by test_alignment and test_lm_pretrain)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_pformer(tokenizer_dirs, **overrides):
     """A 2-layer, 64-wide P-Former node with 8 prompts (llm_width comes from the model's LLM)."""
     return {"name": "pformer", "num_prompts": 8, "num_layers": 2, "hidden_size": 64, "num_heads": 4,

@@ -165,16 +165,7 @@ def test_masks_numerically(tokenizer_dir):
 
 
 # -- 4. stage-1 training ----------------------------------------------------------------------
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread, more so on cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_stage1_losses_fall_on_a_learnable_task(tokenizer_dir, one_thread):
+def test_stage1_losses_fall_on_a_learnable_task(tokenizer_dir):
     # each of 6 classes has its own "visual tokens" (plus noise) and its own caption
     ours = tiny_qformer(tokenizer_dir, cross_attention_every=1, num_layers=2, vision_width=128, llm_width=24).train()
     generator = torch.Generator().manual_seed(0)

@@ -576,18 +576,13 @@ def test_a_probe_on_pixels_beats_the_text_prior(world):
 
     optimizer = torch.optim.Adam([*attributes.parameters(), *count_head.parameters()], lr=0.05, weight_decay=1e-3)
     targets = y[("train",)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny layers: more threads only wait for each other on shared cores
-    try:
-        for _ in range(300):
-            logits, count_logits = forward(x[("train",)])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[:, seen]) + \
-                torch.nn.functional.cross_entropy(count_logits, targets[:, counts].argmax(1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(300):
+        logits, count_logits = forward(x[("train",)])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[:, seen]) + \
+            torch.nn.functional.cross_entropy(count_logits, targets[:, counts].argmax(1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     assert loss.item() < 0.6
     with torch.no_grad():
         logits, count_logits = forward(x[("val", "test")])

@@ -242,6 +242,9 @@ def _materialise(value: Any, annotation: Any, where: str) -> Any:
             return _materialise(value, member, where)
     if dataclasses.is_dataclass(inner) and isinstance(inner, type) and isinstance(value, Mapping):
         return call(inner, value, where, inner.__name__)
+    if typing.get_origin(inner) in (list, collections.abc.Sequence) and isinstance(value, (list, tuple)):
+        (item,) = typing.get_args(inner) or (Any,)
+        return [_materialise(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
 
 
