@@ -1,0 +1,216 @@
+"""What a ``--model`` value is: the models it offers, what each can run, and which one runs an evaluation.
+
+A source is one of:
+
+- a vlreg run directory (a stage's ``<output_dir>/<stage>``, its ``checkpoints/`` or one
+  ``step_N`` checkpoint): one model;
+- a project output directory (``<output_dir>`` with a subdirectory per stage): one model per
+  stage that has a checkpoint, in the order the project ran them (the order of the project's
+  ``results.json``, then of the stages' ``config.yaml`` times); evaluation-only stages, which
+  have no checkpoint, are skipped;
+- a transformers BLIP-2 directory or hub name (read by :func:`vlreg.load_model`). A LAVIS
+  ``.pth`` file does not say which model it belongs to: convert it first
+  (``vlreg.load_model(path, config=...)``, then ``vlreg.interop.save_transformers``).
+
+The rule for a project: **each evaluation runs on the last stage whose model has the parts it
+needs** (its media encoder, an LLM for captioning and VQA, a Q-Former text branch for
+retrieval). ``--model <project>/<stage>`` names a stage explicitly. A source none of whose
+models fits an evaluation gets "n/a" with the reason.
+
+Media processors: a vlreg run's models use the processor of the stage config's evaluation
+data node (``data.eval.processor``); other models use ``model.eval_processor``, which
+:func:`vlreg.load_model` sets from a checkpoint's image processor settings; failing both, the
+encoder's own input size with CLIP's normalisation.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError, UserError
+from .suite import Evaluation
+
+STAGE_CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can run: its encoder's modality (None without one), an LLM behind its bridge,
+    a Q-Former text branch, and the processor node its media need (None when unknown)."""
+
+    media: Optional[str]
+    llm: bool
+    text_branch: bool
+    processor: Optional[dict[str, Any]]
+
+
+def encoder_processor(encoder: Any) -> Optional[dict[str, Any]]:
+    """An evaluation processor node from the encoder alone: its input size, CLIP's normalisation."""
+    from ..interop.transformers_blip2 import default_processor
+
+    modality = getattr(encoder, "modality", None)
+    frames = getattr(encoder, "frame_encoder", None)
+    size = getattr(frames if modality == "video" else encoder, "image_size", None)
+    if modality not in ("image", "video") or not size:
+        return None
+    node = default_processor(int(size[0]))
+    if modality == "video":
+        node.update(name="video_eval", num_frames=int(encoder.num_frames))
+    return node
+
+
+def capabilities(model: Any, processor: Optional[dict[str, Any]] = None) -> Capabilities:
+    """The :class:`Capabilities` of a model (real or built on the meta device)."""
+    encoder, bridge = getattr(model, "encoder", None), getattr(model, "bridge", None)
+    heads = ("image_embeds", "text_embeds", "itm_logits", "tokenize")
+    processor = processor or getattr(model, "eval_processor", None) or encoder_processor(encoder)
+    return Capabilities(
+        media=getattr(encoder, "modality", None),
+        llm=bridge is not None and getattr(model, "llm", None) is not None,
+        text_branch=bool(getattr(bridge, "text_branch", False)) and all(hasattr(bridge, h) for h in heads),
+        processor=dict(processor) if processor else None,
+    )
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def shortfall(evaluation: Evaluation, caps: Capabilities) -> Optional[str]:
+    """Why a model with ``caps`` cannot run ``evaluation``, or None when it can."""
+    if caps.media is None:
+        return "it has no media encoder"
+    if caps.media != evaluation.media:
+        return f"it is {_an(caps.media)} model; this evaluation needs {_an(evaluation.media)} encoder"
+    if "llm" in evaluation.needs and not caps.llm:
+        return "it has no LLM behind its bridge to generate text with"
+    if "text_branch" in evaluation.needs and not caps.text_branch:
+        return "it has no Q-Former text branch (retrieval needs a stage-1 model's ITC and ITM heads)"
+    if caps.processor is None:
+        return "no evaluation processor is known for its media"
+    return None
+
+
+class Candidate:
+    """One model of a source: a vlreg run (``config`` given: its stage config) or a checkpoint
+    :func:`vlreg.load_model` reads. Loaded on first use and kept until :meth:`release`."""
+
+    def __init__(self, location: str, label: str, config: Optional[dict[str, Any]] = None,
+                 precision: Optional[str] = None):
+        self.location, self.label, self.config, self.precision = location, label, config, precision
+        self._model: Any = None
+        self._caps: Optional[Capabilities] = None
+
+    def stage_processor(self) -> Optional[dict[str, Any]]:
+        """The processor of the run's evaluation data node, if it names one."""
+        data = (self.config or {}).get("data") or {}
+        node = (data.get("eval") or {}).get("processor") if isinstance(data.get("eval"), dict) else None
+        return {"name": node} if isinstance(node, str) else node
+
+    def capabilities(self) -> Capabilities:
+        """What the model can run: a run's from its config, built on the meta device (loaded where a
+        dry build cannot build it); other models' once loaded."""
+        if self._caps is None:
+            if self.config is not None:
+                from ..interop.runs import without_prompter
+                from ..models.assembly import VisionLanguageModel
+                from ..models.base import dry_build
+
+                node = dict(self.config.get("model") or {})
+                try:
+                    with dry_build():
+                        model = VisionLanguageModel.from_config(without_prompter(node) if node.get("bridge") else node)
+                except UserError:  # e.g. an LLM given by path only: a dry build cannot build it, loading can
+                    model = self.load()
+                self._caps = capabilities(model, self.stage_processor())
+            else:
+                self._caps = capabilities(self.load())
+        return self._caps
+
+    def load(self) -> Any:
+        if self._model is None:
+            from ..interop import load_model
+
+            self._model = load_model(self.location, precision=self.precision)
+        return self._model
+
+    def release(self) -> None:
+        """Drop the loaded model (and free accelerator memory)."""
+        if self._model is not None:
+            self._model = None
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+@dataclass
+class ModelSource:
+    """A ``--model`` value: a display name, where it is, and its candidate models in run order."""
+
+    name: str
+    location: str
+    kind: str
+    candidates: list[Candidate]
+
+    def choose(self, evaluation: Evaluation) -> tuple[Optional[Candidate], Optional[str]]:
+        """The last candidate that can run ``evaluation``, or None and the reason none can."""
+        reasons = []
+        for candidate in reversed(self.candidates):
+            why = shortfall(evaluation, candidate.capabilities())
+            if why is None:
+                return candidate, None
+            reasons.append(f"{candidate.label}: {why}" if self.kind == "project" else why)
+        return None, "; ".join(reversed(reasons))
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.location, "kind": self.kind, "models": [c.label for c in self.candidates]}
+
+
+def read_stage_config(run: Path) -> dict[str, Any]:
+    """The resolved stage config of a run directory or checkpoint."""
+    from ..config import load_config, to_plain
+    from ..interop.runs import stage_config
+    from ..runner.checkpoint import resolve_checkpoint
+
+    return to_plain(load_config(stage_config(resolve_checkpoint(run))))
+
+
+def project_stages(directory: Path) -> list[Path]:
+    """The stage directories of a project output that hold a checkpoint, in the order they ran."""
+    from ..runner.checkpoint import final_checkpoint
+
+    stages = [d for d in directory.iterdir() if d.is_dir() and (d / STAGE_CONFIG).is_file() and final_checkpoint(d)]
+    summary = directory / "results.json"
+    order = list(json.loads(summary.read_text()).get("stages") or {}) if summary.is_file() else []
+    ranked = {name: i for i, name in enumerate(order)}
+    return sorted(stages, key=lambda d: (ranked.get(d.name, len(order)), (d / STAGE_CONFIG).stat().st_mtime_ns))
+
+
+def open_source(location: str | os.PathLike, name: str, precision: Optional[str] = None) -> ModelSource:
+    """The :class:`ModelSource` of a ``--model`` value (see the module docstring for the kinds)."""
+    from ..interop.runs import is_run_checkpoint
+
+    path = Path(location).expanduser()
+    if path.is_dir() and is_run_checkpoint(path):
+        candidate = Candidate(str(path), path.name, read_stage_config(path), precision)
+        return ModelSource(name, str(path), "run", [candidate])
+    if path.is_dir() and not (path / "config.json").is_file():
+        stages = project_stages(path)
+        if not stages:
+            raise ConfigError(f"--model {location}: neither a vlreg run, a project output with a finished stage, "
+                              "nor a transformers checkpoint (no config.json)")
+        candidates = [Candidate(str(s), s.name, read_stage_config(s), precision) for s in stages]
+        return ModelSource(name, str(path), "project", candidates)
+    if path.is_file():
+        raise ConfigError(f"--model {location} is a weights file (a LAVIS checkpoint?), which does not say which model "
+                          "it belongs to: convert it with vlreg.load_model(path, config=<model node>) and "
+                          "vlreg.interop.save_transformers, then benchmark that directory")
+    return ModelSource(name, str(location), "transformers", [Candidate(str(location), Path(location).name, None,
+                                                                       precision)])
