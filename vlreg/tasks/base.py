@@ -74,16 +74,14 @@ def item_text(item: Mapping[str, Any]) -> str:
 
 
 def dataset_texts(dataset: Any) -> list[str]:
-    """The texts (:func:`item_text`) of a dataset's records, through its text processor."""
-    datasets = getattr(dataset, "datasets", [dataset])
+    """The texts (:func:`item_text`) of every item of a map-style dataset, as its readers process them.
+
+    Meant for text datasets (corpora, question-answer pairs read without media): items
+    of a dataset with a media processor would be decoded too.
+    """
     texts = []
-    for part in datasets:
-        process = getattr(part, "text_processor", None) or (lambda text: text)
-        for record in getattr(part, "records", []):
-            record = dict(record)
-            if record.get("text_input"):
-                record["text_input"] = process(record["text_input"])
-            text = item_text(record)
-            if text:
-                texts.append(text)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if isinstance(item, Mapping) and item_text(item):
+            texts.append(item_text(item))
     return texts
