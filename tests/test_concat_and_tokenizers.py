@@ -51,19 +51,22 @@ def QUESTION_FORMAT(question):  # noqa: N802 - the question processor's cleaning
     return build("processor", {"name": "question"})(question)
 
 
-def test_lm_pretrain_trains_its_missing_tokenizer_once(small_world, tmp_path):
-    task = build("task", {"name": "lm_pretrain", "train_tokenizer": {"style": "opt", "vocab_size": 300}})
-    path = tmp_path / "tokenizers" / "opt"
-    node = {"llm": {"name": "causal_lm", "tokenizer": str(path)}}
-    task.prepare(node, {"train": corpus_and_qa(small_world)})
-    tokenizer = load_tokenizer(path)
-    assert tokenizer.eos_token == "</s>" and len(tokenizer) <= 300
-    stamp = (path / "tokenizer.json").stat().st_mtime_ns
-    task.prepare(node, {"train": corpus_and_qa(small_world)})  # present: kept as it is
-    assert (path / "tokenizer.json").stat().st_mtime_ns == stamp
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
-    with pytest.raises(ConfigError, match="train_tokenizer needs model.llm.tokenizer"):
-        task.prepare({"llm": {"name": "causal_lm"}}, {"train": corpus_and_qa(small_world)})
+def test_a_stage_trains_its_missing_tokenizers_once(small_world, tmp_path):
+    from vlreg.pipeline import prepare_tokenizers
+
+    opt, bert = tmp_path / "tokenizers" / "opt", tmp_path / "tokenizers" / "bert"
+    nodes = [{"path": str(opt), "style": "opt", "vocab_size": 300}, {"path": str(bert), "style": "bert"}]
+    prepare_tokenizers(nodes, {"train": corpus_and_qa(small_world)}, "stages.lm")
+    assert load_tokenizer(opt).eos_token == "</s>" and len(load_tokenizer(opt)) <= 300
+    assert load_tokenizer(bert).tokenize("Short answer") == ["short", "answer"]
+    stamp = (opt / "tokenizer.json").stat().st_mtime_ns
+    prepare_tokenizers(nodes, {}, "stages.lm")  # present: kept, and no data needed
+    assert (opt / "tokenizer.json").stat().st_mtime_ns == stamp
+    assert not [p for p in opt.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    with pytest.raises(ConfigError, match="stages.x.tokenizers: training a tokenizer needs the stage's training data"):
+        prepare_tokenizers([{"path": str(tmp_path / "t5"), "style": "t5"}], {}, "stages.x")
+    with pytest.raises(ConfigError, match=r"stages.x.tokenizers\[0\].style: expected one of 'opt', 't5', 'bert'"):
+        prepare_tokenizers([{"path": str(tmp_path / "x"), "style": "gpt"}], {}, "stages.x")
 
 
 def test_ensure_tokenizer_trains_on_the_given_lines(tmp_path):

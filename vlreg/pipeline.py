@@ -23,6 +23,11 @@ model to an earlier stage (by name) or a checkpoint path: the component's weight
 are loaded from there (those the component has; a stage-2 Q-Former takes a stage-1
 one's weights without its text branch).
 
+``tokenizers:`` lists tokenizers the stage creates when they are missing, each
+``{path, style, vocab_size}`` (see :mod:`vlreg.models.tokenizers`), trained on the
+texts of the stage's training data before its model is built: the synthetic world's
+models have no tokenizer to download.
+
 ``feature_cache: true`` (or a directory) serves the stage's datasets from the
 frozen-feature cache (:mod:`vlreg.runner.feature_cache`), by default
 ``<output_dir>/feature_cache``, shared by the project's stages. ``runner`` names
@@ -37,14 +42,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 from .build import build, call, check_args
 from .distributed import is_main
 from .errors import ConfigError, UserError, did_you_mean
 
 PROJECT_KEYS = ("name", "description", "output_dir", "world", "stages", "plugins")
-STAGE_KEYS = ("name", "description", "task", "model", "data", "run", "init", "runner", "feature_cache")
+STAGE_KEYS = ("name", "description", "task", "model", "data", "run", "init", "runner", "feature_cache", "tokenizers")
 
 
 @dataclass
@@ -194,6 +199,11 @@ def validate_stage(stage: Stage) -> None:
     run = dict(cfg.get("run") or {})
     run.setdefault("output_dir", str(stage.output_dir))
     check_args(RunConfig, run, f"{where}.run", "run")
+    tokenizers = cfg.get("tokenizers") or []
+    if not isinstance(tokenizers, list):
+        raise ConfigError(f"{where}.tokenizers: a list of {{path, style, vocab_size}} mappings")
+    for i, node in enumerate(tokenizers):
+        check_args(TokenizerToTrain, node, f"{where}.tokenizers[{i}]", "tokenizer")
 
 
 def build_task_class(node: Any) -> Any:
@@ -244,6 +254,33 @@ def initialise(project: Project, stage: Stage, model: Any) -> None:
         print(f"[vlreg] stage {stage.name}: {role} initialised from {source}{note}", flush=True)
 
 
+@dataclass
+class TokenizerToTrain:
+    """A tokenizer a stage creates when ``path`` does not exist: ``style`` (opt, t5, bert) and ``vocab_size``."""
+
+    path: str
+    style: Literal["opt", "t5", "bert"]
+    vocab_size: int = 1000
+
+
+def prepare_tokenizers(nodes: Sequence[Mapping[str, Any]], datasets: Mapping[str, Any], where: str) -> None:
+    """Train each missing tokenizer on the stage's training texts (rank 0; the others wait)."""
+    from .distributed import barrier
+    from .models.tokenizers import TokenizerSpec, ensure_tokenizer
+    from .tasks.base import dataset_texts
+
+    specs = [call(TokenizerToTrain, node, f"{where}.tokenizers[{i}]", "tokenizer") for i, node in enumerate(nodes)]
+    missing = [spec for spec in specs if not Path(spec.path).is_dir()]
+    if missing and "train" not in datasets:
+        raise ConfigError(f"{where}.tokenizers: training a tokenizer needs the stage's training data")
+    if missing and is_main():
+        texts = dataset_texts(datasets["train"])
+        for spec in missing:
+            ensure_tokenizer(spec.path, TokenizerSpec(spec.style, spec.vocab_size), lambda: texts)
+            print(f"[vlreg] tokenizer {spec.path}: trained ({spec.style}, {spec.vocab_size} tokens)", flush=True)
+    barrier()
+
+
 def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, Any]:
     """Build the task, model and data of one stage, initialise from earlier stages, and fit."""
     import torch
@@ -262,7 +299,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     run_config = call(RunConfig, run, f"{where}.run", "run")
     data = cfg.get("data") or {}
     datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
-    task.prepare(cfg.get("model"), datasets)
+    prepare_tokenizers(cfg.get("tokenizers") or [], datasets, where)
     torch.manual_seed(run_config.seed)  # components built from config get the same weights in every stage
     model = task.build_model(cfg.get("model"))
     initialise(project, stage, model)

@@ -19,9 +19,6 @@ class Task:
     Subclasses implement :meth:`evaluate` and may override :meth:`build_model`.
     """
 
-    def prepare(self, node: Optional[Mapping[str, Any]], datasets: Mapping[str, Any]) -> None:
-        """Create what the model needs from the data before it is built (e.g. a tokenizer); default: nothing."""
-
     def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
         """The stage's model from its ``model:`` node (a :class:`VisionLanguageModel`)."""
         from ..models.assembly import VisionLanguageModel
@@ -74,14 +71,18 @@ def item_text(item: Mapping[str, Any]) -> str:
 
 
 def dataset_texts(dataset: Any) -> list[str]:
-    """The texts (:func:`item_text`) of every item of a map-style dataset, as its readers process them.
+    """The texts (:func:`item_text`) of a map-style dataset (or of each part of a ``concat``).
 
-    Meant for text datasets (corpora, question-answer pairs read without media): items
-    of a dataset with a media processor would be decoded too.
+    A dataset read without media gives its items' texts, as its readers process them
+    (answers drawn, questions templated); one with a media processor gives its records'
+    ``text_input`` through its text processor, without decoding any media.
     """
     texts = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        if isinstance(item, Mapping) and item_text(item):
-            texts.append(item_text(item))
+    for part in getattr(dataset, "datasets", None) or [dataset]:
+        if getattr(part, "processor", None) is None:
+            items = (part[i] for i in range(len(part)))
+            texts.extend(item_text(item) for item in items if isinstance(item, Mapping) and item_text(item))
+        else:
+            process = getattr(part, "text_processor", None) or (lambda text: text)
+            texts.extend(process(r["text_input"]) for r in getattr(part, "records", []) if r.get("text_input"))
     return texts

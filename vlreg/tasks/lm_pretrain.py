@@ -34,9 +34,8 @@ from ..errors import ConfigError
 from ..data.media import BadSample
 from ..models.base import LanguageModel, Prompts
 from ..models.llms.common import IGNORE
-from ..models.tokenizers import TokenizerSpec, ensure_tokenizer
 from ..registry import register
-from .base import Task, dataset_texts, item_text
+from .base import Task, item_text
 
 EXPORT_DIR = "export"
 
@@ -55,19 +54,7 @@ class LMPretraining(Task):
     An item's text is its ``text_input``, followed by its ``text_output`` when it has one,
     so question-answer datasets (formatted by their ``question`` processor's template)
     teach the LM the answer format too.
-
-    Args:
-        train_tokenizer: when the LLM's ``tokenizer`` directory does not exist yet, train
-            one of this style and size on the training texts and save it there first
-            (the synthetic world's LLM has no tokenizer to download).
     """
-
-    def __init__(self, train_tokenizer: Optional[TokenizerSpec] = None):
-        self.train_tokenizer = train_tokenizer
-
-    def prepare(self, node: Optional[Mapping[str, Any]], datasets: Mapping[str, Any]) -> None:
-        """Train the LLM's tokenizer on the training texts when it is missing (see ``train_tokenizer``)."""
-        prepare_tokenizer(self.train_tokenizer, (node or {}).get("llm"), datasets, "model.llm")
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
         """Batches of texts alone, whatever else the items hold (media paths, answer lists)."""
@@ -117,20 +104,6 @@ class LMPretraining(Task):
             save_lm(model, target)
         barrier()
         return target
-
-
-def prepare_tokenizer(spec: Optional[TokenizerSpec], component: Any, datasets: Mapping[str, Any], where: str) -> None:
-    """Train ``component``'s missing ``tokenizer`` directory on the training texts (rank 0; the others wait)."""
-    if spec is None:
-        return
-    path = component.get("tokenizer") if isinstance(component, Mapping) else None
-    if not path:
-        raise ConfigError(f"{where}: train_tokenizer needs {where}.tokenizer, the directory to create")
-    if "train" not in datasets:
-        raise ConfigError(f"{where}: train_tokenizer needs a training dataset to learn from")
-    if is_main():
-        ensure_tokenizer(path, spec, lambda: dataset_texts(datasets["train"]))
-    barrier()
 
 
 def text_batches(dataset: Any, context: Any) -> Iterator[list[str]]:

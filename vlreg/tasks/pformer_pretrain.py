@@ -25,10 +25,9 @@ from typing import Any, Mapping, Optional, Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.tokenizers import TokenizerSpec
 from ..registry import register
 from .base import Task
-from .lm_pretrain import prepare_tokenizer, summed_nll, text_batches
+from .lm_pretrain import summed_nll, text_batches
 
 PAPER_LOSSES = {"reconstruction": 1.0, "contrastive": 1.0, "vocabulary": 1.0}
 
@@ -42,19 +41,12 @@ class PFormerPretraining(Task):
 
     Args:
         max_new_tokens: the most tokens decoded per sentence (default: the LLM's ``max_text_length``).
-        train_tokenizer: when the prompter's ``tokenizer`` directory does not exist yet, train
-            one of this style (``bert``) and size on the training sentences and save it there
-            first; a Q-Former may then share it.
     """
 
-    def __init__(self, max_new_tokens: Optional[int] = None, train_tokenizer: Optional[TokenizerSpec] = None):
+    def __init__(self, max_new_tokens: Optional[int] = None):
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ConfigError(f"pformer_pretrain: max_new_tokens must be at least 1, got {max_new_tokens}")
-        self.max_new_tokens, self.train_tokenizer = max_new_tokens, train_tokenizer
-
-    def prepare(self, node: Optional[Mapping[str, Any]], datasets: Mapping[str, Any]) -> None:
-        """Train the prompter's tokenizer on the training sentences when it is missing."""
-        prepare_tokenizer(self.train_tokenizer, (node or {}).get("prompter"), datasets, "model.prompter")
+        self.max_new_tokens = max_new_tokens
 
     def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
         from ..models.assembly import VisionLanguageModel
