@@ -36,7 +36,8 @@ def run_pipeline(config: dict, directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def project(small_world, tokenizer_dirs, tmp_path_factory):
-    """A project output: stage1 (Q-Former with its text branch, no LLM), stage2 (with OPT, no text branch)."""
+    """A project output: stage1 (Q-Former with its text branch, no LLM), stage2 (with OPT, no text branch),
+    vqa (stage 2's model fine-tuned on VQAv2 questions)."""
     root = tmp_path_factory.mktemp("bench_project")
     encoder = {"includes": ["encoders/vit_tiny.yaml"], "img_size": 32}
     llm = {"includes": ["llms/opt_tiny.yaml"], "tokenizer": tokenizer_dirs["opt"]}
@@ -58,6 +59,13 @@ def project(small_world, tokenizer_dirs, tmp_path_factory):
                        "losses": {"lm": 1}},
              "data": {"train": train, "eval": {"name": "coco_caption", "root": coco, "split": "test",
                                                "processor": IMAGE, "max_samples": 2}},
+             "run": RUN},
+            {"name": "vqa", "task": {"name": "vqa", "num_beams": 1, "max_new_tokens": 3},
+             "init": {"bridge": "stage2"},
+             "model": {"encoder": encoder, "bridge": {**QFORMER, "text_branch": False}, "llm": llm,
+                       "losses": {"lm": 1}},
+             "data": {"train": {"name": "vqav2", "root": f"{small_world}/vqav2", "split": "train2014",
+                                "processor": train["processor"], "text_processor": {"name": "question"}}},
              "run": RUN},
         ],
     }
@@ -117,19 +125,21 @@ def direct(model, task, node: dict, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def side_by_side(small_world, project, hf_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_coco") / "out"
-    record = bench(small_world, out, "--suite", "coco", "--model", str(project), "--model", str(hf_dir),
-                   "--name", "ours", "--name", "hf")
+    record = bench(small_world, out, "--suite", "coco", "--suite", "vqav2", "--model", str(project),
+                   "--model", str(hf_dir), "--name", "ours", "--name", "hf")
     return out, record
 
 
 def test_each_evaluation_runs_on_the_last_stage_that_has_its_parts(side_by_side, project):
     _, record = side_by_side
     ours, hf = record["results"]["ours"], record["results"]["hf"]
-    assert list(ours) == ["coco/caption", "coco/retrieval"] == record["evaluations"]
-    assert (ours["coco/caption"]["stage"], ours["coco/retrieval"]["stage"]) == ("stage2", "stage1")
+    assert list(ours) == ["coco/caption", "coco/retrieval", "vqav2/vqa"] == record["evaluations"]
+    # each on the last stage trained for its task: stage2 captions although the later vqa stage could
+    assert [ours[k]["stage"] for k in record["evaluations"]] == ["stage2", "stage1", "vqa"]
     assert ours["coco/caption"]["model"] == str(project / "stage2")
     assert ours["coco/caption"]["processor"] == IMAGE  # the stage config's evaluation processor
-    assert record["models"]["ours"] == {"source": str(project), "kind": "project", "models": ["stage1", "stage2"]}
+    assert record["models"]["ours"] == {"source": str(project), "kind": "project",
+                                        "models": ["stage1", "stage2", "vqa"]}
     assert hf["coco/retrieval"] == {"status": "n/a", "reason": "it has no Q-Former text branch (retrieval needs a "
                                                                 "stage-1 model's ITC and ITM heads)"}
     assert hf["coco/caption"]["processor"]["image_size"] == 32
@@ -186,9 +196,9 @@ def test_video_suite_needs_a_video_model(small_world, project, video_run, tmp_pa
     record = bench(small_world, tmp_path / "out", "--suite", "msrvtt", "--model", str(project),
                    "--model", str(video_run))
     image, video = record["results"]["out"], record["results"]["video"]
-    assert image["msrvtt/caption"]["reason"] == image["msrvtt/retrieval"]["reason"] == (
-        "stage1: it is an image model; this evaluation needs a video encoder; "
-        "stage2: it is an image model; this evaluation needs a video encoder")
+    why = "it is an image model; this evaluation needs a video encoder"
+    assert image["msrvtt/caption"]["reason"] == image["msrvtt/retrieval"]["reason"] == "; ".join(
+        f"{stage}: {why}" for stage in ("stage1", "stage2", "vqa"))
     assert {r["status"] for r in image.values()} == {"n/a"}
     table = (tmp_path / "out" / "results.md").read_text()  # one footnote per model and reason
     assert "[1] **out** (msrvtt/caption, msrvtt/qa, msrvtt/retrieval): stage1: it is an image model" in table

@@ -35,8 +35,9 @@ By default the suites read the synthetic world (``world/``), which is generated 
 dataset reads from it and it is missing.
 
 Model sources (:mod:`vlreg.bench.sources`): a vlreg run, a project output directory (each
-evaluation runs on the **last stage whose model has the parts it needs**; name a stage
-with ``<project>/<stage>``), or a transformers BLIP-2 directory or hub name. An evaluation
+evaluation runs on the **last stage trained for its task whose model has the parts it
+needs, else on the last stage that has the parts**; name a stage with
+``<project>/<stage>``), or a transformers BLIP-2 directory or hub name. An evaluation
 a model cannot run (retrieval without a Q-Former text branch, video without a video
 encoder, captioning without an LLM) is reported as "n/a" with the reason. Media are
 prepared with each model's own evaluation processor.
@@ -47,7 +48,7 @@ to ``--suite``, or register it from a plugin module (entry point group ``vlreg.p
     from pathlib import Path
     from vlreg.bench import register_suite
 
-    register_suite("nocaps", Path(__file__).with_name("nocaps.yaml"))
+    register_suite("coco_val", Path(__file__).with_name("coco_val.yaml"))
 
 Importing this package is light (it registers the built-in suites; torch, transformers and
 matplotlib are imported where they are used). From Python: :func:`read_suite` /

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from ..cli import guarded
 from ..errors import ConfigError
+from .suite import Options, find_suites
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -33,8 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="suite overrides, e.g. data.root=/data world.size=small "
                              "evaluations.caption.task.num_beams=3")
-    parser.add_argument("--batch-size", type=int, default=16, help="evaluation samples per batch and process")
-    parser.add_argument("--num-workers", type=int, default=2, help="data loader workers per process")
+    parser.add_argument("--batch-size", type=int, default=Options.batch_size,
+                        help="evaluation samples per batch and process")
+    parser.add_argument("--num-workers", type=int, default=Options.num_workers, help="data loader workers per process")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                         help="frozen weights' dtype and autocast (default: as each model was configured, fp32 math)")
     return parser.parse_args(argv)
@@ -64,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .report import markdown, write_reports
     from .runner import run_bench
     from .sources import open_source
-    from .suite import Options, find_suites
 
     args = parse_args(argv)
     files = {}

@@ -40,21 +40,21 @@ def run_source(source: ModelSource, evaluations: list[Evaluation], out_dir: Path
                options: Options) -> dict[str, dict[str, Any]]:
     """Every evaluation on one source: ``{evaluation key: record}`` in evaluation order."""
     records: dict[str, dict[str, Any]] = {}
-    plan: dict[int, tuple[Candidate, list[Evaluation]]] = {}
+    plan: dict[str, tuple[Candidate, list[Evaluation]]] = {}  # by candidate label, in first-use order
     for evaluation in evaluations:
         candidate, reason = source.choose(evaluation)
         if candidate is None:
             records[evaluation.key] = {"status": "n/a", "reason": reason}
             say(f"{source.name} {evaluation.key}: n/a ({reason})")
         else:
-            plan.setdefault(id(candidate), (candidate, []))[1].append(evaluation)
+            plan.setdefault(candidate.label, (candidate, []))[1].append(evaluation)
     for candidate, chosen in plan.values():
         model = candidate.load()
         processor = candidate.capabilities().processor
         try:
             for evaluation in chosen:
                 say(f"{source.name} {evaluation.key}: {candidate.location}")
-                run_dir = out_dir / "runs" / safe_name(source.name) / evaluation.suite / evaluation.name
+                run_dir = Path(out_dir, "runs", *map(safe_name, (source.name, evaluation.suite, evaluation.name)))
                 metrics, seconds = evaluate(model, evaluation, processor, run_dir, options)
                 records[evaluation.key] = {"status": "ok", "stage": candidate.label, "model": candidate.location,
                                            "processor": processor, "metrics": metrics, "seconds": seconds}

@@ -12,10 +12,15 @@ A source is one of:
   ``.pth`` file does not say which model it belongs to: convert it first
   (``vlreg.load_model(path, config=...)``, then ``vlreg.interop.save_transformers``).
 
-The rule for a project: **each evaluation runs on the last stage whose model has the parts it
-needs** (its media encoder, an LLM for captioning and VQA, a Q-Former text branch for
-retrieval). ``--model <project>/<stage>`` names a stage explicitly. A source none of whose
-models fits an evaluation gets "n/a" with the reason.
+The rule for a project: **each evaluation runs on the last stage trained for its task whose
+model has the parts it needs, else on the last stage whose model has those parts**. A stage
+is trained for an evaluation's task when its own task is that task or a specialisation of it
+(``pretrain_stage2`` is captioning, ``pretrain_stage1`` retrieval), so a project with stage 1,
+stage 2 and a VQA fine-tuning stage is captioned by stage 2, answers questions with the VQA
+stage and retrieves with stage 1. The parts: the evaluation's media encoder, an LLM behind
+the bridge for captioning and VQA, a Q-Former text branch for retrieval.
+``--model <project>/<stage>`` names a stage explicitly. A source none of whose models fits
+an evaluation gets "n/a" with the reason.
 
 Media processors: a vlreg run's models use the processor of the stage config's evaluation
 data node (``data.eval.processor``); other models use ``model.eval_processor``, which
@@ -108,8 +113,8 @@ class Candidate:
 
     def stage_processor(self) -> Optional[dict[str, Any]]:
         """The processor of the run's evaluation data node, if it names one."""
-        data = (self.config or {}).get("data") or {}
-        node = (data.get("eval") or {}).get("processor") if isinstance(data.get("eval"), dict) else None
+        eval_node = ((self.config or {}).get("data") or {}).get("eval")
+        node = eval_node.get("processor") if isinstance(eval_node, dict) else None
         return {"name": node} if isinstance(node, str) else node
 
     def capabilities(self) -> Capabilities:
@@ -131,6 +136,17 @@ class Candidate:
             else:
                 self._caps = capabilities(self.load())
         return self._caps
+
+    def trained_for(self, evaluation: Evaluation) -> bool:
+        """Whether the run's task is the evaluation's task or a specialisation of it."""
+        from ..registry import registry
+
+        task = (self.config or {}).get("task")
+        if not task:
+            return False
+        tasks = registry("task")
+        own = tasks.get(task if isinstance(task, str) else task["name"])
+        return issubclass(own, tasks.get(evaluation.task["name"]))
 
     def load(self) -> Any:
         if self._model is None:
@@ -160,14 +176,15 @@ class ModelSource:
     candidates: list[Candidate]
 
     def choose(self, evaluation: Evaluation) -> tuple[Optional[Candidate], Optional[str]]:
-        """The last candidate that can run ``evaluation``, or None and the reason none can."""
-        reasons = []
-        for candidate in reversed(self.candidates):
-            why = shortfall(evaluation, candidate.capabilities())
-            if why is None:
-                return candidate, None
-            reasons.append(f"{candidate.label}: {why}" if self.kind == "project" else why)
-        return None, "; ".join(reversed(reasons))
+        """The candidate to run ``evaluation`` on (see the module docstring), or None and the reason none can."""
+        reasons = {c.label: shortfall(evaluation, c.capabilities()) for c in self.candidates}
+        fits = [c for c in self.candidates if reasons[c.label] is None]
+        if fits:
+            trained = [c for c in fits if c.trained_for(evaluation)]
+            return (trained or fits)[-1], None
+        if self.kind == "project":
+            return None, "; ".join(f"{label}: {why}" for label, why in reasons.items())
+        return None, reasons[self.candidates[0].label]
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.location, "kind": self.kind, "models": [c.label for c in self.candidates]}

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, UnknownComponentError, did_you_mean
-from ..registry import register, registry
+from ..registry import import_plugin_modules, register, registry
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "suites"
 BUILTIN_SUITES = ("coco", "vqav2", "msrvtt")
@@ -176,7 +176,6 @@ def read_suite(path: str | os.PathLike, name: Optional[str] = None, overrides: S
     from ..build import call, validate
     from ..config import load_config, parse_overrides, to_plain
     from ..pipeline import WorldSpec
-    from ..registry import import_plugin_modules
 
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), load_config(path))
     chosen = applicable(overrides, cfg)
@@ -216,7 +215,7 @@ class SuiteFile:
     def __init__(self, path: str | os.PathLike, name: Optional[str] = None):
         import yaml
 
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
             raise ConfigError(f"suite file {self.path} not found")
         header = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
