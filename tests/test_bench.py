@@ -102,10 +102,10 @@ def video_run(small_world, tokenizer_dirs, tmp_path_factory):
     return run_pipeline(config, root)
 
 
-def bench(small_world, out: Path, *args: str) -> dict:
-    """Run the bench quickly on the small world; returns results.json."""
+def bench(world: Path | str, out: Path, *args: str) -> dict:
+    """Run the bench quickly on the small world at ``world``; returns results.json."""
     argv = [*args, "--out", str(out), "--quick", "--batch-size", "4", "--num-workers", "0",
-            "--set", f"world.root={small_world}", "world.size=small", *QUICK]
+            "--set", f"world.root={world}", "world.size=small", *QUICK]
     assert bench_main(argv) == 0
     return json.loads((out / "results.json").read_text())
 
@@ -125,8 +125,10 @@ def direct(model, task, node: dict, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def side_by_side(small_world, project, hf_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_coco") / "out"
-    record = bench(small_world, out, "--suite", "coco", "--suite", "vqav2", "--model", str(project),
-                   "--model", str(hf_dir), "--name", "ours", "--name", "hf")
+    with pytest.MonkeyPatch.context() as patch:  # a world given by a relative path, as the suites' default is
+        patch.chdir(small_world.parent)
+        record = bench(small_world.name, out, "--suite", "coco", "--suite", "vqav2", "--model", str(project),
+                       "--model", str(hf_dir), "--name", "ours", "--name", "hf")
     return out, record
 
 
@@ -136,6 +138,9 @@ def test_each_evaluation_runs_on_the_last_stage_that_has_its_parts(side_by_side,
     assert list(ours) == ["coco/caption", "coco/retrieval", "vqav2/vqa"] == record["evaluations"]
     # each on the last stage trained for its task: stage2 captions although the later vqa stage could
     assert [ours[k]["stage"] for k in record["evaluations"]] == ["stage2", "stage1", "vqa"]
+    ran = [r for results in record["results"].values() for r in results.values() if r["status"] == "ok"]
+    assert len(ran) == 5 and all(r["metrics"]["skipped_media"] == 0 for r in ran)  # every image was read
+    assert {"accuracy", "accuracy_yes_no"} <= set(ours["vqav2/vqa"]["metrics"])
     assert ours["coco/caption"]["model"] == str(project / "stage2")
     assert ours["coco/caption"]["processor"] == IMAGE  # the stage config's evaluation processor
     assert record["models"]["ours"] == {"source": str(project), "kind": "project",
