@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..data.collate import collate
 from ..data.media import BAD_KEY
+from ..errors import DataError
 
 
 class Task:
@@ -56,13 +57,23 @@ class Task:
 
 
 def eval_batches(model: nn.Module, dataset: Any, context: Any):
-    """Yield ``(batch on device, bad count)`` over this rank's slice, under autocast."""
+    """Yield ``(batch on device, bad files)`` over this rank's slice; ``batch`` is None when all were bad."""
     for batch in context.loader(dataset):
-        bad = len(batch.pop(BAD_KEY, []))
+        bad = batch.pop(BAD_KEY, [])
         if not any(isinstance(v, Tensor) for v in batch.values()):
             yield None, bad
             continue
         yield context.to_device(batch), bad
+
+
+def count_skipped(context: Any, bad: list[Any], evaluated: int) -> int:
+    """The media files skipped on all ranks; every file of the evaluation set failing is a DataError."""
+    skipped = context.gather([(len(bad), evaluated, [str(b) for b in bad[:3]])])
+    total_bad, total_done = sum(s[0] for s in skipped), sum(s[1] for s in skipped)
+    if total_done == 0 and total_bad:
+        examples = "; ".join(e for s in skipped for e in s[2])[:500]
+        raise DataError(f"every media file of the evaluation set failed to load ({total_bad}), e.g. {examples}")
+    return total_bad
 
 
 def item_text(item: Mapping[str, Any]) -> str:

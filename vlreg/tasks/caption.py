@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ..distributed import broadcast_object
 from ..registry import register
-from .base import Task, eval_batches
+from .base import Task, count_skipped, eval_batches
 
 
 @register("task", "caption")
@@ -37,7 +37,7 @@ class CaptionTask(Task):
     def evaluate(self, model: Any, dataset: Any, context: Any) -> dict[str, float]:
         from ..metrics.caption import caption_scores
 
-        predictions, bad = [], 0
+        predictions, bad = [], []
         for batch, skipped in eval_batches(model, dataset, context):
             bad += skipped
             if batch is None:
@@ -45,8 +45,8 @@ class CaptionTask(Task):
             with context.autocast():
                 captions = model.generate(batch, **self.generation)
             predictions += [{"image_id": i, "caption": c} for i, c in zip(batch["image_id"], captions)]
+        skipped = count_skipped(context, bad, len(predictions))
         predictions = context.gather(predictions)
-        bad = sum(context.gather([bad]))
         self.write_predictions(context, "caption", predictions)
         metrics: dict[str, float] = {}
         if context.is_main:
@@ -55,7 +55,7 @@ class CaptionTask(Task):
             scores = caption_scores({i: references[i] for i in results}, results, metrics=self.metrics)
             metrics = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and v is not None}
         metrics = broadcast_object(metrics)
-        metrics["skipped_media"] = bad
+        metrics["skipped_media"] = skipped
         return metrics
 
 

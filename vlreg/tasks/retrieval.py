@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from ..distributed import broadcast_object
+from ..errors import DataError
 from ..models.base import Features
 from ..models.retrieval import query_similarity_matrix, require_matching_heads, rerank, text_embeddings
 from ..registry import register
-from .base import Task, eval_batches
+from .base import Task, count_skipped, eval_batches
 
 
 @register("task", "retrieval")
@@ -37,7 +38,7 @@ class RetrievalTask(Task):
 
         bridge = model.bridge
         require_matching_heads(bridge)
-        local, bad = [], 0
+        local, bad = [], []
         for batch, skipped in eval_batches(model, dataset, context):
             bad += skipped
             if batch is None:
@@ -48,11 +49,11 @@ class RetrievalTask(Task):
             for j, index in enumerate(batch["index"]):
                 mask = None if features.mask is None else features.mask[j].cpu()
                 local.append((index, features.tokens[j].float().cpu(), mask, embeds[j].float().cpu()))
+        skipped = count_skipped(context, bad, len(local))
         items = sorted(context.gather(local), key=lambda item: item[0])
-        bad = sum(context.gather([bad]))
-        if len(items) != len(dataset):
-            missing = len(dataset) - len(items)
-            raise RuntimeError(f"retrieval needs every media item; {missing} could not be read")
+        if skipped:
+            raise DataError(f"retrieval ranks every media item against every text: {skipped} media files could "
+                            f"not be read; see the bad-media report, fix or remove them")
         device = context.device
         tokens = torch.stack([item[1] for item in items]).to(device)
         mask = None if items[0][2] is None else torch.stack([item[2] for item in items]).to(device)
@@ -81,7 +82,7 @@ class RetrievalTask(Task):
             metrics["r_mean"] = (metrics["txt_r_mean"] + metrics["img_r_mean"]) / 2
             metrics["itc_txt_r1"] = retrieval_recall(sim.cpu(), dataset.txt2media, dataset.media2txt)["txt_r1"]
         metrics = broadcast_object(metrics)
-        metrics["skipped_media"] = bad
+        metrics["skipped_media"] = skipped
         return metrics
 
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..distributed import broadcast_object
 from ..registry import register
-from .base import Task, eval_batches
+from .base import Task, count_skipped, eval_batches
 
 
 @register("task", "vqa")
@@ -43,7 +43,7 @@ class VQATask(Task):
 
     def evaluate(self, model: Any, dataset: Any, context: Any) -> dict[str, float]:
         answer_list = dataset.answer_list if self.method == "rank" else None
-        results, bad = [], 0
+        results, bad = [], []
         for batch, skipped in eval_batches(model, dataset, context):
             bad += skipped
             if batch is None:
@@ -52,12 +52,12 @@ class VQATask(Task):
                 answers = model.predict_answers(batch, prompt=self.prompt, method=self.method,
                                                 answer_list=answer_list, **self.generation)
             results += [{"question_id": q, "answer": a} for q, a in zip(batch["question_id"], answers)]
+        skipped = count_skipped(context, bad, len(results))
         results = context.gather(results)
-        bad = sum(context.gather([bad]))
         self.write_predictions(context, "vqa", results)
         metrics = score_answers(dataset, results) if context.is_main else {}
         metrics = broadcast_object(metrics)
-        metrics["skipped_media"] = bad
+        metrics["skipped_media"] = skipped
         return metrics
 
 
