@@ -117,8 +117,16 @@ def complete_groups(groups: Iterable[dict[str, Any]], weight_decay: float) -> li
 
 
 def build_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], eps: float) -> torch.optim.AdamW:
-    """AdamW over the groups; the schedule sets each group's ``lr`` before every step."""
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    """AdamW over the groups; the schedule sets each group's ``lr`` before every step.
+
+    The update is torch's fused kernel (one pass over each parameter and its state instead
+    of a dozen elementwise ops) when every parameter is a plain floating-point tensor on the
+    CPU or a GPU; otherwise (sharded parameters of FSDP2, other devices) torch's default.
+    """
+    params = [p for group in groups for p in group["params"]]
+    fused = all(type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 class WarmupCosine:

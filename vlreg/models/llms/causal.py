@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...registry import register
@@ -39,6 +40,29 @@ class CausalLM(TransformersLM):
         ``s`` is scored against token ``s+1`` where that token is a target token or eos,
         and not at all on prompts, bos, context and padding.
         """
+        embeds, mask, next_tokens = self.sequences(prompts, text_input, text_output)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask)).logits
+        return TextLogits(logits.float(), next_tokens.to(logits.device))
+
+    def loss(self, prompts: Prompts, text_input: Sequence[str],
+             text_output: Sequence[Optional[str]] | None = None) -> Tensor:
+        """Mean cross-entropy of the target tokens: ``forward(...).cross_entropy()``, computed with less work.
+
+        The output head runs only at the K scored positions (transformers' ``logits_to_keep``
+        with a ``[B, Q+T]`` boolean mask), giving logits ``[K, V]`` instead of ``[B, Q+T, V]``:
+        the prompts, the context and the padding never meet the vocabulary, in the forward
+        pass or in the backward one.
+        """
+        embeds, mask, next_tokens = self.sequences(prompts, text_input, text_output)
+        scored = (next_tokens != IGNORE).to(embeds.device)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask),
+                            logits_to_keep=scored).logits
+        return F.cross_entropy(logits.float(), next_tokens.to(logits.device)[scored])
+
+    def sequences(self, prompts: Prompts, text_input: Sequence[str],
+                  text_output: Sequence[Optional[str]] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """What :meth:`forward` runs the model on: embeds ``[B, Q+T, width]``, mask ``[B, Q+T]`` bool,
+        and the next-token targets ``[B, Q+T]`` long (``IGNORE`` where nothing is scored)."""
         contexts, targets = [], []
         for text, output in zip(text_input, per_sample(text_output, len(text_input))):
             contexts.append(self.prompt if output is None else join_text(self.prompt, text))
@@ -48,11 +72,10 @@ class CausalLM(TransformersLM):
         ids, text_mask = pad([c + t for c, t in zip(context_ids, target_ids)], self.pad_token_id)
         scored, _ = pad([[IGNORE] * len(c) + t for c, t in zip(context_ids, target_ids)], IGNORE)
         embeds, mask = self.prepend_prompts(prompts, ids, text_mask)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask)).logits
         num_prompts = prompts.embeds.shape[1]
         labels = torch.cat([torch.full((len(contexts), num_prompts), IGNORE), scored], dim=1)
         next_tokens = torch.cat([labels[:, 1:], torch.full((len(contexts), 1), IGNORE)], dim=1)
-        return TextLogits(logits.float(), next_tokens.to(logits.device))
+        return embeds, mask, next_tokens
 
     def score(self, prompts: Prompts, text_input: Sequence[str], candidates: Sequence[str]) -> Tensor:
         """Log-likelihood of each candidate (its tokens and eos) continuing ``[prompts; bos + prompt + text_input]``: ``[B, C]``.
