@@ -101,3 +101,28 @@ def test_model_gives_the_same_losses_from_cached_tokens(small_world, tiny_nodes,
     b = collate([cached[i] for i in range(6)])
     with torch.no_grad():
         torch.testing.assert_close(model(a)["loss"], model(b)["loss"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_video_encoder_caches_its_frozen_frames_and_keeps_training_its_temporal_embedding(small_world, tiny_nodes,
+                                                                                          tmp_path):
+    from vlreg.models.assembly import VisionLanguageModel
+
+    def videos():
+        return build("dataset", {"name": "msrvtt_caption", "root": f"{small_world}/msrvtt", "split": "train",
+                                 "processor": {"name": "video_eval", "image_size": 32, "num_frames": 2},
+                                 "max_samples": 4})
+
+    torch.manual_seed(0)
+    model = VisionLanguageModel.from_config({"encoder": tiny_nodes["video"], "bridge": tiny_nodes["qformer"],
+                                             "losses": {"itc": 1}}).eval()
+    assert model.encoder.frozen_stage() is model.encoder.frame_encoder
+    plain, cached = videos(), videos()
+    assert attach_feature_cache(cached, model.encoder, tmp_path)
+    with torch.no_grad():
+        model.encoder.temporal_embedding.normal_()  # trained after the cache was filled
+        direct = model.visual_tokens(collate([plain[i] for i in range(4)]))
+        from_cache = model.visual_tokens(collate([cached[i] for i in range(4)]))
+    torch.testing.assert_close(from_cache.tokens, direct.tokens, rtol=1e-5, atol=1e-5)
+    frozen_video = build("encoder", {**tiny_nodes["video"], "frozen": True})
+    assert frozen_video.frozen_stage() is frozen_video
+    assert cache_key(frozen_video, plain.processor) != cache_key(model.encoder, plain.processor)

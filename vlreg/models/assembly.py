@@ -13,8 +13,8 @@ fine-tune / evaluate    encoder + bridge + llm          lm; generate, predict_an
 
 A batch (``samples``) is a dict: one media key, ``image`` ``[B,3,H,W]``, ``video``
 ``[B,T,3,H,W]`` or ``features`` ``[B,N,D]`` (with ``features_mask`` ``[B,N]``), or
-``visual_tokens`` ``[B,N,D]`` (with ``visual_mask``; the encoder's output, e.g. from
-the frozen-feature cache); ``text_input`` (list of str); optional ``text_output`` and
+``visual_tokens`` ``[B,N,D]`` (with ``visual_mask``: the output of the encoder's frozen
+part, from the frozen-feature cache); ``text_input`` (list of str); optional ``text_output`` and
 ``image_id`` (ints or strings; captions of the same image are ITC positives).
 """
 
@@ -171,8 +171,9 @@ class VisionLanguageModel(nn.Module):
     def visual_tokens(self, samples: dict[str, Any]) -> Features:
         """Run the encoder on the batch's media (or take cached tokens): ``Features [B,N,D]``."""
         cached = samples.get("visual_tokens")
-        if cached is not None:
-            return cached if isinstance(cached, Features) else Features(cached, samples.get("visual_mask"))
+        if cached is not None:  # the frozen part's output, from the feature cache
+            cached = cached if isinstance(cached, Features) else Features(cached, samples.get("visual_mask"))
+            return self.encoder.from_frozen(cached) if self.encoder is not None else cached
         if self.encoder is None:
             raise ConfigError("this model has no encoder")
         present = [k for k in MEDIA_KEYS if k in samples]

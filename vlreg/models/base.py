@@ -157,6 +157,22 @@ class Encoder(Component):
         """A zero input of the right shape (used for dry runs and shape checks)."""
         raise NotImplementedError
 
+    # The frozen-feature cache (vlreg.runner.feature_cache) stores what the frozen part of an
+    # encoder computes and finishes the forward pass from it. An encoder that is frozen as a
+    # whole is its own frozen part; a video encoder whose frame encoder alone is frozen caches
+    # the frame tokens and adds its trainable temporal embedding afterwards.
+    def frozen_stage(self) -> "Encoder | None":
+        """The frozen module whose outputs may be cached, or None when none is frozen."""
+        return self if self.frozen else None
+
+    def encode_frozen(self, media: Tensor, mask: Tensor | None = None) -> Features:
+        """What :meth:`frozen_stage` computes for a batch (the cache stores one item's slice)."""
+        return self(media, mask)
+
+    def from_frozen(self, features: Features) -> Features:
+        """Finish the forward pass from :meth:`encode_frozen`'s output (identity when all is frozen)."""
+        return features
+
 
 class Bridge(Component):
     """Visual tokens to ``num_queries`` prompts in the LLM's embedding space.

@@ -2,9 +2,12 @@
 
 A frozen encoder under deterministic (eval-mode) preprocessing maps each media file
 to the same tokens every time, so they can be computed once and read back in every
-later epoch and stage. :func:`attach_feature_cache` does that for a dataset:
+later epoch and stage. :func:`attach_feature_cache` does that for a dataset. What is
+cached is the output of the encoder's frozen part (``Encoder.frozen_stage``): the whole
+encoder when it is frozen, the frame encoder of a video encoder whose temporal
+embedding trains; ``Encoder.from_frozen`` finishes the forward pass at training time.
 
-- the cache lives in ``<root>/<key>/``, where ``key`` hashes the encoder (its module
+- the cache lives in ``<root>/<key>/``, where ``key`` hashes the frozen part (its module
   tree, its settings, and its weights' source and checksum, or a hash of the weights
   themselves) and the preprocessing (the media processor's class and settings); a
   change to either selects another directory, so a stale cache is never read;
@@ -71,7 +74,7 @@ def encoder_identity(encoder: nn.Module) -> dict[str, Any]:
         if source:
             sources[name] = source
     settings = {k: v for k, v in vars(encoder).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple))}
+                if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool, tuple))}
     return {
         "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
         "structure": hashlib.sha256(repr(encoder).encode()).hexdigest(),
@@ -80,12 +83,13 @@ def encoder_identity(encoder: nn.Module) -> dict[str, Any]:
     }
 
 
-def cache_key(encoder: nn.Module, processor: Any) -> Optional[str]:
-    """The cache directory name for this encoder and preprocessing (None: not cacheable)."""
+def cache_key(encoder: Encoder, processor: Any) -> Optional[str]:
+    """The cache directory name for this encoder's frozen part and preprocessing (None: not cacheable)."""
     settings = processor_settings(processor)
-    if settings is None:
+    stage = encoder.frozen_stage()
+    if settings is None or stage is None:
         return None
-    blob = json.dumps({"format": FORMAT, "encoder": encoder_identity(encoder), "processor": settings},
+    blob = json.dumps({"format": FORMAT, "encoder": encoder_identity(stage), "processor": settings},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:DIGEST]
 
@@ -174,7 +178,7 @@ def _encode(encoder: Encoder, processor: Any, paths: list[str], batch_size: int,
         media = torch.stack([f[processor.modality] for f in fields]).to(device)
         mask_key = f"{processor.modality}_mask"
         media_mask = torch.stack([f[mask_key] for f in fields]).to(device) if mask_key in fields[0] else None
-        out = encoder(media, media_mask)
+        out = encoder.encode_frozen(media, media_mask)
         tokens.extend(out.tokens.float().cpu().numpy())
         masks.extend([None] * len(good) if out.mask is None else out.mask.cpu().numpy())
         good.clear()
@@ -208,7 +212,8 @@ def attach_feature_cache(dataset: Any, encoder: Encoder, root: str | os.PathLike
     processor = getattr(dataset, "processor", None)
     key = cache_key(encoder, processor)
     if key is None or not hasattr(dataset, "records"):
-        log.info("feature cache bypassed for %s: its preprocessing is random or it has no media", dataset)
+        log.info("feature cache bypassed for %s: its preprocessing is random, the encoder has no frozen part, "
+                 "or it has no media", dataset)
         return False
     directory = Path(root) / key
     if distributed.is_main():
@@ -219,7 +224,6 @@ def attach_feature_cache(dataset: Any, encoder: Encoder, root: str | os.PathLike
     if missing:
         shard = store.next_shard()
         mine = missing[distributed.rank()::distributed.world_size()]
-        encoder.eval()
         tokens, masks, bad = _encode(encoder, processor, mine, batch_size, device or encoder.device)
         parts = distributed.all_gather_objects((mine, tokens, masks, bad))
         if distributed.is_main():

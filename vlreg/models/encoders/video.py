@@ -60,22 +60,44 @@ class VideoEncoder(Encoder):
 
     def forward(self, media: Tensor, mask: Optional[Tensor] = None) -> Features:
         """Videos ``[B, T, 3, H, W]`` (+ frame mask ``[B, T]``) -> ``[B, T*N, D]`` or ``[B, T, D]`` float32."""
+        with encoding(self, media):
+            return self.from_frozen(self.frame_tokens(media, mask))
+
+    def frame_tokens(self, media: Tensor, mask: Optional[Tensor] = None) -> Features:
+        """The frame encoder's tokens of every frame: ``[B, T*N, D]`` (frame-major), masked on padding frames.
+
+        Only the frame encoder's weights take part, so when it is frozen this is what the
+        frozen-feature cache stores (see :meth:`from_frozen`).
+        """
         check_media("video encoder", media, B=None, T=self.num_frames, C=3, H=None, W=None)
         batch, frames = media.shape[:2]
+        per_frame = self.frame_encoder(media.flatten(0, 1))  # one batch of B*T images
+        tokens = per_frame.tokens.unflatten(0, (batch, frames))  # [B, T, N, D]
+        token_mask = None if per_frame.mask is None else per_frame.mask.unflatten(0, (batch, frames))
         if mask is not None:
             check_media("video encoder's frame mask", mask, B=batch, T=frames)
-            mask = mask.bool()
-        with encoding(self, media):
-            per_frame = self.frame_encoder(media.flatten(0, 1))  # one batch of B*T images
-            tokens = per_frame.tokens.unflatten(0, (batch, frames))  # [B, T, N, D]
-            tokens = tokens + self.temporal_embedding.to(tokens.dtype)[:, None, :]
-        token_mask = None if per_frame.mask is None else per_frame.mask.unflatten(0, (batch, frames))
-        if self.output == "pooled":
-            return Features(self._frame_means(tokens, token_mask).float(), mask)
-        if mask is not None:
-            frame_mask = mask[:, :, None].expand(tokens.shape[:3])
+            frame_mask = mask.bool()[:, :, None].expand(tokens.shape[:3])
             token_mask = frame_mask if token_mask is None else token_mask & frame_mask
-        return Features(tokens.flatten(1, 2).float(), None if token_mask is None else token_mask.flatten(1, 2))
+        return Features(tokens.flatten(1, 2), None if token_mask is None else token_mask.flatten(1, 2))
+
+    def from_frozen(self, frames: Features) -> Features:
+        """:meth:`frame_tokens` ``[B, T*N, D]`` -> the output: temporal embedding added, then all tokens or per-frame means."""
+        tokens = frames.tokens.unflatten(1, (self.num_frames, -1))  # [B, T, N, D]
+        tokens = tokens + self.temporal_embedding.to(tokens.dtype)[:, None, :]
+        token_mask = None if frames.mask is None else frames.mask.unflatten(1, (self.num_frames, -1))
+        if self.output == "pooled":
+            frame_mask = None if token_mask is None else token_mask.any(dim=2)
+            return Features(self._frame_means(tokens, token_mask).float(), frame_mask)
+        return Features(tokens.flatten(1, 2).float(), frames.mask)
+
+    def frozen_stage(self) -> Optional[Encoder]:
+        """The frame encoder when it alone is frozen (the temporal embedding trains); see :class:`Encoder`."""
+        if self.frozen:
+            return self
+        return self.frame_encoder if self.frame_encoder.frozen else None
+
+    def encode_frozen(self, media: Tensor, mask: Optional[Tensor] = None) -> Features:
+        return self(media, mask) if self.frozen else self.frame_tokens(media, mask)
 
     @staticmethod
     def _frame_means(tokens: Tensor, token_mask: Optional[Tensor]) -> Tensor:
