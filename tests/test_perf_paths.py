@@ -3,6 +3,8 @@
 - ``CausalLM.loss`` runs the output head on the scored positions only: the same loss and
   gradients as ``forward(...).cross_entropy()`` over full logits.
 - The runner's AdamW is torch's fused kernel: the same updates as the reference loop.
+- Decoder-only generation with beams (or several returned sequences) runs the shared prefix
+  once per sample: the same tokens as ``generate()`` on the repeated rows.
 """
 
 from __future__ import annotations
@@ -97,3 +99,27 @@ def test_runner_adamw_is_fused_and_updates_like_the_reference_loop():
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert (model[0].weight - initial).abs().max() > 1e-3  # it did train
+
+
+@pytest.mark.parametrize("options", [{"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.7},
+                                     {"do_sample": True, "top_p": 0.9, "num_return_sequences": 3}],
+                         ids=["beams", "sampling"])
+def test_generation_runs_the_shared_prefix_once_per_sample_with_the_same_tokens(tiny_nodes, options):
+    llm = opt(tiny_nodes, prompt="a photo of")
+    first = prompts(3, llm.width, torch.tensor([[True] * 4, [False, True, True, True], [True] * 4]))
+    texts = ["what colour is it?", "a", "two green stars"]
+    layer = llm.model.model.decoder.layers[0]
+    shapes: list[tuple[int, int]] = []
+    layer.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape[:2])))
+
+    torch.manual_seed(5)
+    fast = llm.generate_tokens(first, texts, max_new_tokens=6, **options)
+    embeds, mask = llm.prompted_contexts(first, [f"a photo of {t}" for t in texts])
+    copies = options.get("num_beams", options["num_return_sequences"])
+    assert shapes[0] == (3, embeds.shape[1] - 1) and shapes[1] == (3 * copies, 1)  # prefix once, then one position
+    assert all(rows == 3 * copies and length == 1 for rows, length in shapes[1:])
+
+    torch.manual_seed(5)
+    plain = llm.model.generate(inputs_embeds=embeds, attention_mask=mask.long(), max_new_tokens=6, min_new_tokens=0,
+                               eos_token_id=llm.tokenizer.eos_token_id, pad_token_id=llm.pad_token_id, **options)
+    assert torch.equal(fast, plain)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,23 @@ class CausalLM(TransformersLM):
         labels = torch.cat([torch.full((len(contexts), num_prompts), IGNORE), scored], dim=1)
         next_tokens = torch.cat([labels[:, 1:], torch.full((len(contexts), 1), IGNORE)], dim=1)
         return embeds, mask, next_tokens
+
+    def shared_prefix(self, embeds: Tensor, mask: Tensor, copies: int) -> dict[str, Any]:
+        """The key/value cache of all but the last position of ``[prompts; context]`` ``[B, L, width]``,
+        computed once per sample and repeated ``copies`` times, as ``generate()``'s ``past_key_values``.
+
+        ``generate()`` repeats its inputs once per beam before running them, so beam search with
+        k beams would run the prompts and the context k times over identical rows; with the cache
+        it runs only the last position of each row, then decodes as before (same tokens).
+        """
+        if copies < 2 or embeds.shape[1] < 2:
+            return {}
+        head = mask[:, :-1]
+        prefix = self.model(inputs_embeds=embeds[:, :-1], attention_mask=head.long(), position_ids=position_ids(head),
+                            use_cache=True, logits_to_keep=1)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(copies)
+        return {"past_key_values": cache}
 
     def score(self, prompts: Prompts, text_input: Sequence[str], candidates: Sequence[str]) -> Tensor:
         """Log-likelihood of each candidate (its tokens and eos) continuing ``[prompts; bos + prompt + text_input]``: ``[B, C]``.

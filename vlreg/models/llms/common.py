@@ -402,8 +402,18 @@ class TransformersLM(LanguageModel):
             options.update(top_p=top_p, temperature=temperature)
         if num_beams > 1:
             options.update(length_penalty=length_penalty)
+        copies = num_beams if num_beams > 1 else num_return_sequences
+        options.update(self.shared_prefix(embeds, mask, copies))
         tokens = self.model.generate(inputs_embeds=embeds, attention_mask=mask.long(), **options)
         return self.new_tokens(tokens)
+
+    def shared_prefix(self, embeds: Tensor, mask: Tensor, copies: int) -> dict[str, Any]:
+        """Extra ``generate()`` arguments that spare it work on ``copies`` identical rows per sample.
+
+        ``generate()`` repeats every input row once per beam (or returned sequence) before its first
+        step. Here nothing is spared; the decoder-only adapter runs the shared prefix once per sample.
+        """
+        return {}
 
     def new_tokens(self, generated: Tensor) -> Tensor:
         """The newly generated part of what the transformers model's ``generate()`` returned."""
