@@ -37,6 +37,8 @@ def _list(args: argparse.Namespace) -> int:
     if kind is not None and kind not in KINDS and pattern == "*" and any(c in kind for c in "*?["):
         kind, pattern = None, kind  # `vlreg list 'vit_*'` searches every kind
     for k, names in list_components(kind, pattern).items():
+        if not names and kind is None and pattern != "*":
+            continue  # a search across kinds shows the kinds that match
         print(f"{k}:")
         for name in names:
             summary = f"  {registry(k).summary(name)}" if args.long else ""
