@@ -355,3 +355,16 @@ def test_frozen_qformer_has_no_trainable_parameters():
     assert frozen.num_parameters(trainable_only=True) == 0
     prompts = frozen(Features(torch.randn(2, 3, 16)))
     assert prompts.embeds.dtype == torch.bfloat16 and not prompts.embeds.requires_grad
+
+
+def test_itm_reads_shared_items_once_with_the_same_logits(tokenizer_dir):
+    """Hard negatives repeat images: keys and values per distinct image give the logits of the repeated batch."""
+    ours = tiny_qformer(tokenizer_dir, vision_width=24).eval()
+    items = Features(torch.randn(3, 5, 24), torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 5]))
+    rows = torch.tensor([0, 2, 2, 1, 0, 1])
+    texts = ["a red circle", "a blue star", "two squares", "a cross", "a star", "red"]
+    repeated = Features(items.tokens[rows], items.mask[rows])
+    with torch.no_grad():
+        expected = ours.itm_logits(repeated, texts)
+        shared = ours.itm_logits(items, texts, visual_rows=rows)
+    torch.testing.assert_close(shared, expected, rtol=1e-5, atol=1e-6)

@@ -204,11 +204,15 @@ class QFormer(Bridge):
         text_mask: Optional[Tensor] = None,
         mode: MaskMode = "bidirectional",
         prefix: Optional[list[KeyValue]] = None,
+        visual_rows: Optional[Tensor] = None,
     ) -> tuple[Tensor, list[KeyValue]]:
         """Run the layers over ``[queries; text]``.
 
         Args:
             features: visual tokens ``[B, N, Dv]`` for the queries to read; None: text only.
+                With ``visual_rows`` ``[B]``: ``[U, N, Dv]`` distinct items, row ``b`` reading item
+                ``visual_rows[b]`` (the cross-attention keys and values of an item read by
+                several rows, as ITM's hard negatives are, are computed once).
             input_ids, text_mask: text ``[B, T]`` (long, bool); None: queries only.
             mode: the self-attention mask over ``[queries; text]`` (:func:`joint_attention_mask`).
             prefix: per layer, cached query (key, value) ``[B, heads, Q, H / heads]`` that the
@@ -219,7 +223,7 @@ class QFormer(Bridge):
         """
         parts, num_queries = [], 0
         if features is not None:
-            batch = features.tokens.shape[0]
+            batch = features.tokens.shape[0] if visual_rows is None else visual_rows.shape[0]
             parts.append(self.query_tokens.expand(batch, -1, -1))
             num_queries = self.num_queries
         if input_ids is not None:
@@ -240,10 +244,13 @@ class QFormer(Bridge):
         if features is not None:
             visual = features.tokens.to(x.dtype)
             visual_mask = None if features.mask is None else features.mask.bool()[:, None, None, :]
+            if visual_mask is not None and visual_rows is not None:
+                visual_mask = visual_mask[visual_rows]
 
         cache = []
         for i, layer in enumerate(self.layers):
-            x, own = layer(x, num_queries, mask, visual, visual_mask, None if prefix is None else prefix[i])
+            x, own = layer(x, num_queries, mask, visual, visual_mask, None if prefix is None else prefix[i],
+                           visual_rows)
             cache.append(own)
         return x, cache
 
@@ -282,14 +289,16 @@ class QFormer(Bridge):
         """``[Bi, Q, E]`` x ``[Bt, E]`` -> ``[Bi, Bt]``: the best query's cosine similarity."""
         return query_similarity(image_embeds, text_embeds)
 
-    def itm_logits(self, features: Features, text: Text, mask: Optional[Tensor] = None) -> Tensor:
+    def itm_logits(self, features: Features, text: Text, mask: Optional[Tensor] = None,
+                   visual_rows: Optional[Tensor] = None) -> Tensor:
         """Match / no-match logits ``[B, 2]`` of the pairs (image ``b``, text ``b``); class 1 = match.
 
-        ``text``: strings, or ids ``[B, T]`` with ``mask`` ``[B, T]``.
+        ``text``: strings, or ids ``[B, T]`` with ``mask`` ``[B, T]``. With ``visual_rows`` ``[B]``,
+        ``features`` holds distinct items ``[U, N, Dv]`` and pair ``b`` uses item ``visual_rows[b]``.
         """
         self._need_text_branch("itm_logits")
         input_ids, mask = self._tokens(text, mask)
-        hidden, _ = self.encode(features, input_ids, mask, mode="bidirectional")
+        hidden, _ = self.encode(features, input_ids, mask, mode="bidirectional", visual_rows=visual_rows)
         return self.itm_head(hidden[:, :self.num_queries]).mean(dim=1)
 
     def itg_logits(self, features: Features, input_ids: Tensor, mask: Tensor,
@@ -359,15 +368,13 @@ class QFormer(Bridge):
         all_visual_mask = None if features.mask is None else distributed.all_gather(features.mask)
         negative_text, negative_image = sample_hard_negatives(sim_i2t, sim_t2i, image_ids)
         has_image, has_text = negative_image >= 0, negative_text >= 0
-        neg_image, neg_text = negative_image[has_image], negative_text[has_text]
-
-        tokens = torch.cat([features.tokens, all_tokens[neg_image], features.tokens[has_text]])
-        visual_mask = None
-        if features.mask is not None:
-            visual_mask = torch.cat([features.mask, all_visual_mask[neg_image], features.mask[has_text]])
-        ids = torch.cat([input_ids, input_ids[has_image], all_ids[neg_text]])
-        mask = torch.cat([text_mask, text_mask[has_image], all_text_mask[neg_text]])
-        logits = self.itm_logits(Features(tokens, visual_mask), ids, mask)
+        own = torch.arange(input_ids.shape[0], device=input_ids.device) + distributed.rank() * input_ids.shape[0]
+        # positives, each text with a negative image, each image with a negative text: rows of the
+        # gathered images, whose cross-attention keys and values are computed once per image
+        rows = torch.cat([own, negative_image[has_image], own[has_text]])
+        ids = torch.cat([input_ids, input_ids[has_image], all_ids[negative_text[has_text]]])
+        mask = torch.cat([text_mask, text_mask[has_image], all_text_mask[negative_text[has_text]]])
+        logits = self.itm_logits(Features(all_tokens, all_visual_mask), ids, mask, visual_rows=rows)
         batch = input_ids.shape[0]
         return itm_loss(logits[:batch], logits[batch:])
 

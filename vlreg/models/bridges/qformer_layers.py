@@ -75,14 +75,19 @@ class Attention(nn.Module):
         mask: Optional[Tensor] = None,
         context: Optional[Tensor] = None,
         prefix: Optional[KeyValue] = None,
+        context_rows: Optional[Tensor] = None,
     ) -> tuple[Tensor, KeyValue]:
         """``x`` ``[B, L, H]``, ``mask`` broadcastable to ``[B, heads, L, P+N]`` (bool, True = attend).
 
+        ``context_rows`` ``[B]`` (long): row ``b`` of ``x`` attends to ``context[context_rows[b]]``;
+        the keys and values of each context row are then computed once however many rows read it.
         Returns the output ``[B, L, H]`` and this call's own (key, value) ``[B, heads, N, H / heads]``.
         """
         source = x if context is None else context
         query = self._split_heads(self.query(x))
         key, value = self._split_heads(self.key(source)), self._split_heads(self.value(source))
+        if context_rows is not None:
+            key, value = key[context_rows], value[context_rows]
         own = (key, value)
         if prefix is not None:
             key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
@@ -129,12 +134,14 @@ class QFormerLayer(nn.Module):
         visual: Optional[Tensor] = None,
         visual_mask: Optional[Tensor] = None,
         prefix: Optional[KeyValue] = None,
+        visual_rows: Optional[Tensor] = None,
     ) -> tuple[Tensor, KeyValue]:
         """``x`` ``[B, Q+T, H]`` whose first ``num_queries`` positions are queries.
 
         ``mask``: self-attention mask (see :func:`joint_attention_mask`); ``visual`` ``[B, N, Dv]``
-        with ``visual_mask`` ``[B, 1, 1, N]`` bool; ``prefix``: cached (key, value) of queries that
-        the text positions of ``x`` attend to as well. Returns ``[B, Q+T, H]`` and the
+        with ``visual_mask`` ``[B, 1, 1, N]`` bool, or ``[U, N, Dv]`` distinct items with
+        ``visual_rows`` ``[B]`` naming each row's item; ``prefix``: cached (key, value) of queries
+        that the text positions of ``x`` attend to as well. Returns ``[B, Q+T, H]`` and the
         self-attention's own (key, value).
         """
         x, own = self.self_attn(x, mask, prefix=prefix)
@@ -144,7 +151,7 @@ class QFormerLayer(nn.Module):
             if self.cross_attn is not None:
                 if visual is None:
                     raise ValueError("the Q-Former's queries need visual tokens to cross-attend to")
-                queries, _ = self.cross_attn(queries, visual_mask, context=visual)
+                queries, _ = self.cross_attn(queries, visual_mask, context=visual, context_rows=visual_rows)
             parts.append(self.query_ffn(queries))
         if text.shape[1]:
             if self.text_ffn is None:
