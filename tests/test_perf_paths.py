@@ -5,6 +5,8 @@
 - The runner's AdamW is torch's fused kernel: the same updates as the reference loop.
 - Decoder-only generation with beams (or several returned sequences) runs the shared prefix
   once per sample: the same tokens as ``generate()`` on the repeated rows.
+- Packed (padding-free) training batches give the padded loss and gradients, for each model
+  type that packs.
 """
 
 from __future__ import annotations
@@ -123,3 +125,77 @@ def test_generation_runs_the_shared_prefix_once_per_sample_with_the_same_tokens(
     plain = llm.model.generate(inputs_embeds=embeds, attention_mask=mask.long(), max_new_tokens=6, min_new_tokens=0,
                                eos_token_id=llm.tokenizer.eos_token_id, pad_token_id=llm.pad_token_id, **options)
     assert torch.equal(fast, plain)
+
+
+# -- padding-free packing ----------------------------------------------------------------------
+CONFIGS = {
+    "opt": dict(model_type="opt", hidden_size=256, word_embed_proj_dim=256, ffn_dim=1024, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=128, dropout=0.0),
+    "gpt2": dict(model_type="gpt2", n_embd=256, n_layer=2, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
+                 attn_pdrop=0.0),
+    "llama": dict(model_type="llama", hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128),
+}
+UNEVEN = ["a red circle", "a small blue square on the left of a large green star near the top of the picture",
+          "two stars", "a yellow cross at the bottom right and a purple circle in the centre of the picture"]
+
+
+def wide_llm(tiny_nodes, model_type: str, **overrides):
+    """A 256-wide causal LLM of ``model_type`` on the tests' OPT-style tokenizer (ids < 410)."""
+    config = {**CONFIGS[model_type], "vocab_size": 410, "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2}
+    torch.manual_seed(0)
+    return build("llm", {"name": "causal_lm", "tokenizer": tiny_nodes["opt"]["tokenizer"], "config": config,
+                         **overrides})
+
+
+def test_plan_rows_packs_only_where_it_saves_work():
+    from vlreg.models.llms.packing import plan_rows
+
+    assert plan_rows([40, 40, 40, 40], width=1024, ffn=4096) == [[0], [1], [2], [3]]  # nothing to gain
+    assert plan_rows([60, 20, 20, 20, 60], width=1024, ffn=4096) == [[0], [4], [1, 2, 3]]  # three rows of 60
+    assert plan_rows([40, 30, 30], width=1024, ffn=4096) == [[0, 1, 2]]  # 100 positions instead of 120
+    assert len(plan_rows([40, 30, 30], width=16, ffn=64)) == 3  # narrow: a longer row's attention costs more
+
+
+def test_pack_lays_sequences_end_to_end_with_their_own_positions_and_a_block_mask():
+    from vlreg.models.llms.packing import pack
+
+    mask = torch.tensor([[True, True, True], [False, True, True], [True, False, False]])
+    embeds = torch.arange(9.0).view(3, 3, 1)
+    positions = torch.tensor([[0, 1, 2], [0, 0, 1], [0, 0, 0]])
+    targets = torch.tensor([[5, 6, -100], [-100, 7, -100], [8, -100, -100]])
+    packed = pack(embeds, mask, positions, targets, [[0, 2], [1]])
+    assert packed.embeds[..., 0].tolist() == [[0, 1, 2, 6], [4, 5, 0, 0]]
+    assert packed.positions.tolist() == [[0, 1, 2, 0], [0, 1, 0, 0]]
+    assert packed.targets.tolist() == [[5, 6, -100, 8], [7, -100, -100, -100]]
+    assert packed.attention[0, 0].int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
+    assert packed.attention[1, 0].int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_packed_loss_equals_the_padded_one(tiny_nodes, model_type):
+    from vlreg.models.llms.packing import packed_plan
+
+    llm = wide_llm(tiny_nodes, model_type, prompt="a photo of")
+    mask = torch.tensor([[True] * 4, [False, True, True, True], [True] * 4, [True] * 4])
+    first = prompts(4, llm.width, mask)
+    second = Prompts(first.embeds.detach().clone().requires_grad_(True), mask)
+    _, sequence_mask, _ = llm.sequences(first, UNEVEN)
+    plan = packed_plan(llm.model.config, sequence_mask)
+    assert plan is not None and len(plan) < 4  # this batch is packed
+
+    reference = llm(first, UNEVEN).cross_entropy()
+    reference.backward()
+    packed = llm.loss(second, UNEVEN)
+    packed.backward()
+    torch.testing.assert_close(packed, reference, rtol=0, atol=2e-6)
+    torch.testing.assert_close(second.embeds.grad, first.embeds.grad, rtol=0, atol=1e-7)
+
+
+def test_packed_loss_gives_a_trainable_llm_the_same_weight_gradients(tiny_nodes):
+    plain, packed = wide_llm(tiny_nodes, "opt", frozen=False), wide_llm(tiny_nodes, "opt", frozen=False)
+    plain(prompts(4, plain.width), UNEVEN).cross_entropy().backward()
+    packed.loss(prompts(4, packed.width), UNEVEN).backward()
+    for (name, a), b in zip(plain.named_parameters(), packed.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)

@@ -11,6 +11,7 @@ from torch import Tensor
 from ...registry import register
 from ..base import Prompts
 from .common import ARGUMENTS, IGNORE, TextLogits, TransformersLM, join_text, pad, per_sample, position_ids
+from .packing import pack, packed_plan
 
 
 @register("llm", "causal_lm")
@@ -48,16 +49,24 @@ class CausalLM(TransformersLM):
              text_output: Sequence[Optional[str]] | None = None) -> Tensor:
         """Mean cross-entropy of the target tokens: ``forward(...).cross_entropy()``, computed with less work.
 
-        The output head runs only at the K scored positions (transformers' ``logits_to_keep``
-        with a ``[B, Q+T]`` boolean mask), giving logits ``[K, V]`` instead of ``[B, Q+T, V]``:
-        the prompts, the context and the padding never meet the vocabulary, in the forward
-        pass or in the backward one.
+        - The output head runs only at the K scored positions (transformers' ``logits_to_keep``
+          with a boolean mask), giving logits ``[K, V]`` instead of ``[B, Q+T, V]``: the prompts,
+          the context and the padding never meet the vocabulary, forward or backward.
+        - Where it saves work, the sequences are packed into fewer rows without their padding
+          (:mod:`vlreg.models.llms.packing`; model types listed there).
         """
         embeds, mask, next_tokens = self.sequences(prompts, text_input, text_output)
-        scored = (next_tokens != IGNORE).to(embeds.device)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask),
+        next_tokens = next_tokens.to(embeds.device)
+        rows = packed_plan(self.model.config, mask)
+        if rows is None:
+            attention, positions = mask.long(), position_ids(mask)
+        else:
+            packed = pack(embeds, mask, position_ids(mask), next_tokens, rows)
+            embeds, attention, positions, next_tokens = packed.embeds, packed.attention, packed.positions, packed.targets
+        scored = next_tokens != IGNORE
+        logits = self.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
                             logits_to_keep=scored).logits
-        return F.cross_entropy(logits.float(), next_tokens.to(logits.device)[scored])
+        return F.cross_entropy(logits.float(), next_tokens[scored])
 
     def sequences(self, prompts: Prompts, text_input: Sequence[str],
                   text_output: Sequence[Optional[str]] | None = None) -> tuple[Tensor, Tensor, Tensor]:
