@@ -7,10 +7,12 @@
   once per sample: the same tokens as ``generate()`` on the repeated rows.
 - Packed (padding-free) training batches give the padded loss and gradients, for each model
   type that packs.
+- Pixel normalisation without temporaries gives exactly the reference values.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +201,17 @@ def test_packed_loss_gives_a_trainable_llm_the_same_weight_gradients(tiny_nodes)
     for (name, a), b in zip(plain.named_parameters(), packed.parameters()):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+# -- data ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(5, 7, 3), (2, 5, 7, 3)], ids=["image", "video"])
+def test_normalize_gives_exactly_the_reference_values(shape):
+    from vlreg.data.processors import CLIP_MEAN, CLIP_STD
+    from vlreg.data.processors.image import normalize
+
+    pixels = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy()
+    reference = (torch.from_numpy(pixels).float() / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    out = normalize(pixels)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, reference.movedim(-1, -3))
+    assert torch.equal(normalize(pixels[..., ::-1, :]), normalize(np.ascontiguousarray(pixels[..., ::-1, :])))

@@ -23,10 +23,16 @@ from . import CLIP_MEAN, CLIP_STD, MediaProcessor
 
 
 def normalize(pixels: np.ndarray, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> torch.Tensor:
-    """uint8 pixels ``[..., H, W, 3]`` to float32 ``[..., 3, H, W]``: ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(255.0)
-    x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
-    return x.movedim(-1, -3).contiguous()
+    """uint8 pixels ``[..., H, W, 3]`` to float32 ``[..., 3, H, W]``: ``(x / 255 - mean) / std``.
+
+    One conversion into the channel-first output, then the arithmetic in place (no temporaries).
+    """
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    x = torch.empty(pixels.shape[:-3] + (3,) + pixels.shape[-3:-1], dtype=torch.float32)
+    np.copyto(x.numpy(), np.moveaxis(pixels, -1, -3))
+    channel = (3, 1, 1)
+    x.div_(255.0).sub_(torch.tensor(mean, dtype=torch.float32).view(channel))
+    return x.div_(torch.tensor(std, dtype=torch.float32).view(channel))
 
 
 def open_image(source: str | os.PathLike | bytes) -> Any:
