@@ -7,7 +7,8 @@
   once per sample: the same tokens as ``generate()`` on the repeated rows.
 - Packed (padding-free) training batches give the padded loss and gradients, for each model
   type that packs.
-- Pixel normalisation without temporaries gives exactly the reference values.
+- Pixel normalisation without temporaries gives exactly the reference values; worker batches
+  are stacked straight into shared memory.
 """
 
 from __future__ import annotations
@@ -215,3 +216,24 @@ def test_normalize_gives_exactly_the_reference_values(shape):
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert torch.equal(out, reference.movedim(-1, -3))
     assert torch.equal(normalize(pixels[..., ::-1, :]), normalize(np.ascontiguousarray(pixels[..., ::-1, :])))
+
+
+def _collate_and_report(items):
+    from vlreg.data.collate import collate
+
+    batch = collate(items)
+    batch["stacked_in_shared_memory"] = batch["video"].is_shared()
+    return batch
+
+
+def test_collate_stacks_worker_batches_straight_into_shared_memory():
+    from torch.utils.data import DataLoader
+
+    from vlreg.data.collate import collate
+
+    items = [{"video": torch.full((2, 3, 4, 4), float(i)), "text_input": f"clip {i}"} for i in range(4)]
+    local = collate(items)
+    assert torch.equal(local["video"], torch.stack([item["video"] for item in items]))
+    assert not local["video"].is_shared() and local["text_input"] == [f"clip {i}" for i in range(4)]
+    (batch,) = list(DataLoader(items, batch_size=4, num_workers=1, collate_fn=_collate_and_report))
+    assert batch["stacked_in_shared_memory"] and torch.equal(batch["video"], local["video"])

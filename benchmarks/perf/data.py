@@ -31,25 +31,21 @@ MEDIA_STAGES = ("stage1", "stage2")
 
 def loader_rate(dataset: Any, workers: int, batches: int, batch_size: int = 8) -> dict[str, float]:
     """Items per second over ``batches`` batches after the first, and the seconds to the first batch."""
-    from torch.utils.data import DataLoader
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
 
     from vlreg.data.collate import collate
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
-                        drop_last=True)
+    # one pass of (batches + 1) batches drawn with replacement: no epoch ends, so no worker restarts
+    sampler = RandomSampler(dataset, replacement=True, num_samples=(batches + 1) * batch_size,
+                            generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate)
     start = time.perf_counter()
     iterator = iter(loader)
-    items = 0
     next(iterator)
     first = time.perf_counter() - start
     steady = time.perf_counter()
-    for _ in range(batches):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            batch = next(iterator)
-        items += len(batch.get("video", batch.get("image")))
+    items = sum(len(batch.get("video", batch.get("image"))) for batch in iterator)
     return {"items_per_s": items / (time.perf_counter() - steady), "first_batch_s": first}
 
 

@@ -36,10 +36,14 @@ def collate(items: Sequence[Mapping[str, Any] | BadSample]) -> dict[str, Any]:
 
 
 def _stack(key: str, values: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, through torch's ``default_collate``, which in a DataLoader worker stacks straight
+    into shared memory (the batch then reaches the main process without another copy)."""
+    from torch.utils.data import default_collate
+
     shapes = {tuple(v.shape) for v in values}
     if len(shapes) > 1:
         raise ValueError(f"collate: {key!r} tensors differ in shape: {sorted(shapes)}")
-    return torch.stack(values)
+    return default_collate(values)
 
 
 def batch_size(batch: Mapping[str, Any]) -> int:
