@@ -43,7 +43,7 @@ class Settings:
 
 
 FULL = Settings(scales=("tiny", "small"), train_repeats={"tiny": 10, "small": 5},
-                generation_repeats={"tiny": 10, "small": 3}, new_tokens={"tiny": 30, "small": 20},
+                generation_repeats={"tiny": 10, "small": 4}, new_tokens={"tiny": 30, "small": 20},
                 cache_pairs=64, cache_epochs=3, loader_batches=6, main_job_steps=40, startup_repeats=7)
 QUICK = Settings(scales=("tiny",), train_repeats={"tiny": 3}, generation_repeats={"tiny": 3}, new_tokens={"tiny": 10},
                  cache_pairs=32, cache_epochs=2, loader_batches=2, main_job_steps=8, startup_repeats=3)
@@ -59,12 +59,13 @@ def model_rows(scale: str, settings: Settings, work: Path, world: Path, generate
         rows += [generation.run(pair, beams, settings.new_tokens[scale], settings.generation_repeats[scale])
                  for beams in (1, 5)]
     if train:
-        train_rows, samples = train_step.run(pair, settings.train_repeats[scale],
-                                             TRAIN_STEP_TARGET if scale == "small" else None, bf16=True)
+        repeats = settings.train_repeats[scale]
+        step, versus = train_step.run(pair, repeats, TRAIN_STEP_TARGET if scale == "small" else None)
+        precision, halves = train_step.precision(pair, repeats)
         batch = {"image": pair.images, "text_input": pair.texts}
         counted = flops.counted_flops(train_step.vlreg_step(pair.vlreg, batch))
-        seconds = {"fp32": samples["vlreg"].median, "bf16": samples["vlreg_bf16"].median}
-        rows += train_rows + flops.utilisation(pair, seconds, counted)
+        seconds = {"fp32": versus["vlreg"].median, "bf16": halves["bf16"].median}
+        rows += [step, precision, *flops.utilisation(pair, seconds, counted)]
     return rows
 
 

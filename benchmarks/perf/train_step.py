@@ -13,8 +13,10 @@ Both models start from equal weights and train on the same batch; after every ro
 the transformers model gets the vlreg model's trainable weights again, so that each round's two
 losses come from equal weights and must agree (tolerance 1e-5); a timing counts only when all
 do. (Left to drift apart, two correct implementations whose float operations differ in order
-part slowly: Adam turns the rounding differences of near-zero gradients into whole steps.) Benchmark 2 (precision) runs in the same loop: the vlreg
-model with its frozen parts in bf16 as a third contender.
+part slowly: Adam turns the rounding differences of near-zero gradients into whole steps.)
+
+Benchmark 2 (:func:`precision`) times the vlreg step with its frozen parts in bf16 against the
+fp32 one in the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 from .pairs import Pair, frozen_in
 from .results import Row, compared
-from .timing import interleave
+from .timing import Samples, interleave
 
 TOLERANCE = 1e-5
 
@@ -84,41 +86,42 @@ def same_trainable_weights(model: Any, twin: Any) -> None:
     twin.load_state_dict(bridge, strict=False)
 
 
-def run(pair: Pair, repeats: int, target: float | None = None, bf16: bool = False) -> tuple[list[Row], dict]:
-    """Time the steps in turn; the two fp32 losses of every round must agree.
-
-    With ``bf16``, a third contender joins: the vlreg model with its frozen encoder and LLM in
-    bf16 (benchmark 2), also given the same trainable weights every round; its loss differs by
-    design, and the rows say by how much.
-    Returns the rows and the samples by contender (``vlreg``, ``transformers``, ``vlreg_bf16``).
-    """
+def run(pair: Pair, repeats: int, target: float | None = None) -> tuple[Row, dict[str, Samples]]:
+    """Time vlreg's and transformers' steps alternately; the two losses of every round must agree."""
     batch = {"image": pair.images, "text_input": pair.texts}
-    contenders = {"vlreg": vlreg_step(pair.vlreg, batch), "transformers": transformers_step(pair)}
-    if bf16:
-        bf16_model = frozen_in(pair.vlreg, "bf16")
-        contenders["vlreg_bf16"] = vlreg_step(bf16_model, batch)
-    losses: dict[str, list[float]] = {name: [] for name in contenders}
-    twins = [pair.transformers] + ([bf16_model] if bf16 else [])
+    same_trainable_weights(pair.vlreg, pair.transformers)
+    losses: list[tuple[float, float]] = []
 
     def record(round_: int, results: dict[str, float]) -> None:
-        for name, loss in results.items():
-            losses[name].append(loss)
-        for twin in twins:  # untimed: every round starts from equal weights again
-            same_trainable_weights(pair.vlreg, twin)
+        losses.append((results["vlreg"], results["transformers"]))
+        same_trainable_weights(pair.vlreg, pair.transformers)  # untimed: the next round starts equal again
 
-    for twin in twins:
-        same_trainable_weights(pair.vlreg, twin)
-    samples = interleave(contenders, repeats, warmup=1, on_round=record)
-    diff = max(abs(a - b) for a, b in zip(losses["vlreg"], losses["transformers"]))
-    case = f"{pair.scale}, batch {len(pair.texts)}"
-    rows = [compared("train step", f"{case}, fp32", samples["vlreg"], samples["transformers"],
-                     f"loss diff {diff:.1e} over {len(losses['vlreg'])} steps", diff <= TOLERANCE, target,
-                     losses=[(round(a, 6), round(b, 6)) for a, b in zip(losses["vlreg"], losses["transformers"])])]
-    if bf16:
-        differences = [abs(a - b) for a, b in zip(losses["vlreg_bf16"], losses["vlreg"])]
-        check = f"loss diff {statistics.median(differences):.1e} (median), {max(differences):.1e} at most"
-        rows.append(compared("precision", f"{case}: vlreg bf16 frozen vs vlreg fp32", samples["vlreg_bf16"],
-                             samples["vlreg"], check, True, losses=[round(x, 6) for x in losses["vlreg_bf16"]]))
-        rows.append(compared("precision", f"{case}: vlreg bf16 frozen vs transformers fp32 (not identical)",
-                             samples["vlreg_bf16"], samples["transformers"], check, True))
-    return rows, samples
+    samples = interleave({"vlreg": vlreg_step(pair.vlreg, batch), "transformers": transformers_step(pair)},
+                         repeats, warmup=1, on_round=record)
+    diff = max(abs(a - b) for a, b in losses)
+    row = compared("train step", f"{pair.scale}, batch {len(pair.texts)}, fp32", samples["vlreg"],
+                   samples["transformers"], f"loss diff {diff:.1e} over {len(losses)} steps", diff <= TOLERANCE,
+                   target, losses=[(round(a, 6), round(b, 6)) for a, b in losses])
+    return row, samples
+
+
+def precision(pair: Pair, repeats: int) -> tuple[Row, dict[str, Samples]]:
+    """Benchmark 2: the vlreg step with the frozen encoder and LLM in bf16 against the fp32 one.
+
+    Both get equal trainable weights every round; the row says how far apart their losses are.
+    """
+    batch = {"image": pair.images, "text_input": pair.texts}
+    half = frozen_in(pair.vlreg, "bf16")
+    same_trainable_weights(pair.vlreg, half)
+    differences: list[float] = []
+
+    def record(round_: int, results: dict[str, float]) -> None:
+        differences.append(abs(results["bf16"] - results["fp32"]))
+        same_trainable_weights(pair.vlreg, half)
+
+    samples = interleave({"bf16": vlreg_step(half, batch), "fp32": vlreg_step(pair.vlreg, batch)}, repeats,
+                         warmup=1, on_round=record)
+    check = f"loss diff {statistics.median(differences):.1e} (median), {max(differences):.1e} at most"
+    row = compared("precision", f"{pair.scale}, batch {len(pair.texts)}: vlreg bf16 frozen vs vlreg fp32",
+                   samples["bf16"], samples["fp32"], check, True, differences=differences)
+    return row, samples
