@@ -9,6 +9,7 @@
   type that packs.
 - Pixel normalisation without temporaries gives exactly the reference values; worker batches
   are stacked straight into shared memory.
+- Stage 1's ITM reuses the query pass's cross-attention keys and values: same losses and gradients.
 """
 
 from __future__ import annotations
@@ -237,3 +238,29 @@ def test_collate_stacks_worker_batches_straight_into_shared_memory():
     assert not local["video"].is_shared() and local["text_input"] == [f"clip {i}" for i in range(4)]
     (batch,) = list(DataLoader(items, batch_size=4, num_workers=1, collate_fn=_collate_and_report))
     assert batch["stacked_in_shared_memory"] and torch.equal(batch["video"], local["video"])
+
+
+# -- stage 1 ------------------------------------------------------------------------------------------
+def test_itm_reuses_the_query_pass_keys_and_values_with_the_same_losses_and_gradients(tiny_nodes):
+    from vlreg.models.base import Features
+
+    node = {**tiny_nodes["qformer"], "vision_width": 24, "dropout": 0.0}
+    torch.manual_seed(0)
+    shared, plain = build("bridge", node), build("bridge", node)
+    plain.load_state_dict(shared.state_dict())
+    plain.cross_keys = lambda features: [None] * len(plain.layers)  # every pass projects the tokens itself
+    features = Features(torch.randn(4, 5, 24, generator=torch.Generator().manual_seed(3)))
+    texts, ids = TEXTS + ["one yellow cross"], torch.tensor([0, 1, 2, 2])
+    rows = {}
+    for name, model in (("shared", shared), ("plain", plain)):
+        projected = []
+        model.layers[0].cross_attn.key.register_forward_hook(lambda m, i, o: projected.append(i[0].shape[0]))
+        torch.manual_seed(7)  # the hard negatives are drawn
+        out = model.stage1_losses(features, texts, image_ids=ids)
+        out.loss.backward()
+        rows[name] = (projected, out)
+    assert rows["shared"][0] == [4] and rows["plain"][0] == [4, 4]  # ITM projects no image again
+    for key in ("itc", "itm", "itg"):
+        torch.testing.assert_close(rows["shared"][1].losses[key], rows["plain"][1].losses[key], rtol=0, atol=1e-6)
+    for (name, a), b in zip(shared.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -14,8 +14,9 @@ self-attention mask over ``[queries; text]`` (:func:`joint_attention_mask`):
 - ITG, image-grounded text generation (multimodal causal mask; the text attends to the
   keys and values the query pass already computed, as LAVIS does with its cache).
 
-One query pass serves ITC, ITG and the prompts. ``text_branch: false`` builds the stage-2
-Q-Former, without text embeddings, text feed-forwards or stage-1 heads.
+One query pass serves ITC, ITG and the prompts, and the images' cross-attention keys and
+values it makes serve ITM as well. ``text_branch: false`` builds the stage-2 Q-Former,
+without text embeddings, text feed-forwards or stage-1 heads.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class QFormer(Bridge):
         mode: MaskMode = "bidirectional",
         prefix: Optional[list[KeyValue]] = None,
         visual_rows: Optional[Tensor] = None,
+        cross_keys: Optional[list[Optional[KeyValue]]] = None,
     ) -> tuple[Tensor, list[KeyValue]]:
         """Run the layers over ``[queries; text]``.
 
@@ -217,6 +219,8 @@ class QFormer(Bridge):
             mode: the self-attention mask over ``[queries; text]`` (:func:`joint_attention_mask`).
             prefix: per layer, cached query (key, value) ``[B, heads, Q, H / heads]`` that the
                 text attends to under ``mode`` (text only; the queries' own pass made them).
+            cross_keys: :meth:`cross_keys` of ``features`` (per layer; None where a layer projects
+                the tokens itself), when another pass over the same tokens made them already.
 
         Returns the hidden states ``[B, Q+T, H]`` (Q = 0 without features) and, per layer, the
         self-attention's own (key, value) over those positions.
@@ -249,10 +253,17 @@ class QFormer(Bridge):
 
         cache = []
         for i, layer in enumerate(self.layers):
-            x, own = layer(x, num_queries, mask, visual, visual_mask, None if prefix is None else prefix[i],
+            layer_visual = visual if cross_keys is None or cross_keys[i] is None else cross_keys[i]
+            x, own = layer(x, num_queries, mask, layer_visual, visual_mask, None if prefix is None else prefix[i],
                            visual_rows)
             cache.append(own)
         return x, cache
+
+    def cross_keys(self, features: Features) -> list[Optional[KeyValue]]:
+        """Per layer, the cross-attention keys and values of ``features``' tokens ``[B, N, Dv]``
+        (each ``[B, heads, N, H / heads]``; None in layers without cross-attention), for :meth:`encode`."""
+        tokens = features.tokens.to(self.query_tokens.dtype)
+        return [None if layer.cross_attn is None else layer.cross_attn.keys_values(tokens) for layer in self.layers]
 
     def query_states(self, features: Features) -> Tensor:
         """The queries' output after reading ``features`` (tokens ``[B, N, Dv]``): ``[B, Q, H]``."""
@@ -290,15 +301,18 @@ class QFormer(Bridge):
         return query_similarity(image_embeds, text_embeds)
 
     def itm_logits(self, features: Features, text: Text, mask: Optional[Tensor] = None,
-                   visual_rows: Optional[Tensor] = None) -> Tensor:
+                   visual_rows: Optional[Tensor] = None, cross_keys: Optional[list[Optional[KeyValue]]] = None
+                   ) -> Tensor:
         """Match / no-match logits ``[B, 2]`` of the pairs (image ``b``, text ``b``); class 1 = match.
 
         ``text``: strings, or ids ``[B, T]`` with ``mask`` ``[B, T]``. With ``visual_rows`` ``[B]``,
-        ``features`` holds distinct items ``[U, N, Dv]`` and pair ``b`` uses item ``visual_rows[b]``.
+        ``features`` holds distinct items ``[U, N, Dv]`` and pair ``b`` uses item ``visual_rows[b]``;
+        ``cross_keys``: the items' :meth:`cross_keys`, when already made.
         """
         self._need_text_branch("itm_logits")
         input_ids, mask = self._tokens(text, mask)
-        hidden, _ = self.encode(features, input_ids, mask, mode="bidirectional", visual_rows=visual_rows)
+        hidden, _ = self.encode(features, input_ids, mask, mode="bidirectional", visual_rows=visual_rows,
+                                cross_keys=cross_keys)
         return self.itm_head(hidden[:, :self.num_queries]).mean(dim=1)
 
     def itg_logits(self, features: Features, input_ids: Tensor, mask: Tensor,
@@ -341,7 +355,8 @@ class QFormer(Bridge):
         if unknown:
             raise ConfigError(f"qformer: unknown stage-1 losses {sorted(unknown)}; known: {', '.join(STAGE1_LOSSES)}")
         input_ids, text_mask = self.tokenize(texts)
-        query_states, cache = self.encode(features)
+        keys = self.cross_keys(features)  # the images' keys and values, for the query pass and ITM
+        query_states, cache = self.encode(features, cross_keys=keys)
         losses: dict[str, Tensor] = {}
         if weights["itc"] > 0 or weights["itm"] > 0:  # ITM draws its hard negatives from ITC's similarities
             with torch.no_grad():
@@ -352,15 +367,19 @@ class QFormer(Bridge):
             if weights["itc"] > 0:
                 losses["itc"] = loss
             if weights["itm"] > 0:
-                losses["itm"] = self._itm_loss(features, input_ids, text_mask, sim_i2t, sim_t2i, image_ids)
+                losses["itm"] = self._itm_loss(features, input_ids, text_mask, sim_i2t, sim_t2i, image_ids, keys)
         if weights["itg"] > 0:
             losses["itg"] = self._itg_loss(features, input_ids, text_mask, cache)
         total = sum((weights[name] * value for name, value in losses.items()), query_states.new_zeros(()))
         return Stage1Output(total, losses, query_states)
 
-    def _itm_loss(self, features: Features, input_ids: Tensor, text_mask: Tensor,
-                  sim_i2t: Tensor, sim_t2i: Tensor, image_ids: Optional[Tensor]) -> Tensor:
-        """Positives, each text with a hard-negative image, each image with a hard-negative text."""
+    def _itm_loss(self, features: Features, input_ids: Tensor, text_mask: Tensor, sim_i2t: Tensor, sim_t2i: Tensor,
+                  image_ids: Optional[Tensor], keys: list[Optional[KeyValue]]) -> Tensor:
+        """Positives, each text with a hard-negative image, each image with a hard-negative text.
+
+        ``keys``: the query pass's :meth:`cross_keys` of this rank's images; in one process they are
+        all the images ITM reads, and are reused.
+        """
         if distributed.world_size() > 1:  # ranks pad differently: pad all to one length before gathering
             input_ids, text_mask = _pad(input_ids, text_mask, self.max_text_length, self.tokenizer.pad_token_id)
         all_ids, all_text_mask = distributed.all_gather(input_ids), distributed.all_gather(text_mask)
@@ -374,7 +393,8 @@ class QFormer(Bridge):
         rows = torch.cat([own, negative_image[has_image], own[has_text]])
         ids = torch.cat([input_ids, input_ids[has_image], all_ids[negative_text[has_text]]])
         mask = torch.cat([text_mask, text_mask[has_image], all_text_mask[negative_text[has_text]]])
-        logits = self.itm_logits(Features(all_tokens, all_visual_mask), ids, mask, visual_rows=rows)
+        shared = keys if distributed.world_size() == 1 else None
+        logits = self.itm_logits(Features(all_tokens, all_visual_mask), ids, mask, visual_rows=rows, cross_keys=shared)
         batch = input_ids.shape[0]
         return itm_loss(logits[:batch], logits[batch:])
 

@@ -11,7 +11,7 @@ Which positions may attend to which is a boolean mask (True = may attend), built
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -69,23 +69,27 @@ class Attention(nn.Module):
         """``[B, L, H]`` -> ``[B, heads, L, H / heads]``."""
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
+    def keys_values(self, context: Tensor) -> KeyValue:
+        """The keys and values of ``context`` ``[B, N, context_width]``: each ``[B, heads, N, H / heads]``."""
+        return self._split_heads(self.key(context)), self._split_heads(self.value(context))
+
     def forward(
         self,
         x: Tensor,
         mask: Optional[Tensor] = None,
-        context: Optional[Tensor] = None,
+        context: Optional[Union[Tensor, KeyValue]] = None,
         prefix: Optional[KeyValue] = None,
         context_rows: Optional[Tensor] = None,
     ) -> tuple[Tensor, KeyValue]:
         """``x`` ``[B, L, H]``, ``mask`` broadcastable to ``[B, heads, L, P+N]`` (bool, True = attend).
 
+        ``context`` may also be the context's :meth:`keys_values`, computed once for several passes.
         ``context_rows`` ``[B]`` (long): row ``b`` of ``x`` attends to ``context[context_rows[b]]``;
         the keys and values of each context row are then computed once however many rows read it.
         Returns the output ``[B, L, H]`` and this call's own (key, value) ``[B, heads, N, H / heads]``.
         """
-        source = x if context is None else context
         query = self._split_heads(self.query(x))
-        key, value = self._split_heads(self.key(source)), self._split_heads(self.value(source))
+        key, value = context if isinstance(context, tuple) else self.keys_values(x if context is None else context)
         if context_rows is not None:
             key, value = key[context_rows], value[context_rows]
         own = (key, value)
@@ -131,7 +135,7 @@ class QFormerLayer(nn.Module):
         x: Tensor,
         num_queries: int,
         mask: Optional[Tensor] = None,
-        visual: Optional[Tensor] = None,
+        visual: Optional[Union[Tensor, KeyValue]] = None,
         visual_mask: Optional[Tensor] = None,
         prefix: Optional[KeyValue] = None,
         visual_rows: Optional[Tensor] = None,
@@ -140,7 +144,8 @@ class QFormerLayer(nn.Module):
 
         ``mask``: self-attention mask (see :func:`joint_attention_mask`); ``visual`` ``[B, N, Dv]``
         with ``visual_mask`` ``[B, 1, 1, N]`` bool, or ``[U, N, Dv]`` distinct items with
-        ``visual_rows`` ``[B]`` naming each row's item; ``prefix``: cached (key, value) of queries
+        ``visual_rows`` ``[B]`` naming each row's item (``visual`` may also be the cross-attention's
+        ``keys_values`` of those tokens); ``prefix``: cached (key, value) of queries
         that the text positions of ``x`` attend to as well. Returns ``[B, Q+T, H]`` and the
         self-attention's own (key, value).
         """
