@@ -37,8 +37,8 @@ SMALL_OPT = dict(model_type="opt", vocab_size=50272, hidden_size=768, word_embed
                  attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2)
 
 
-def model_node(scale: str, tokenizer: str, precision: str = "fp32") -> dict[str, Any]:
-    """The vlreg model node of a scale, with the LLM tokenizer directory and the frozen parts' precision."""
+def model_node(scale: str, tokenizer: str) -> dict[str, Any]:
+    """The vlreg model node of a scale (fp32), with the LLM tokenizer directory."""
     from vlreg.config import load_config, to_plain
 
     if scale == "tiny":
@@ -55,8 +55,6 @@ def model_node(scale: str, tokenizer: str, precision: str = "fp32") -> dict[str,
         }
     else:
         raise ValueError(f"unknown scale {scale!r}: tiny or small")
-    for part in ("encoder", "llm"):
-        node[part]["precision"] = precision
     return node
 
 
