@@ -491,7 +491,7 @@ def test_malformed_annotations_name_file_and_entry(world, tmp_path, part, relati
 
 
 def test_missing_and_unparsable_files(world, tmp_path):
-    with pytest.raises(DataError, match=r"annotation file .*coco_karpathy_train.json not found"):
+    with pytest.raises(DataError, match=r"no known layout .*; looked for lavis \(annotations/coco_karpathy_train.json\)"):
         create("dataset", {"name": "coco_caption", "root": str(tmp_path)})
     root = corrupt(world, tmp_path, "coco", "annotations/coco_karpathy_val.json", lambda d: None)
     (root / "annotations/coco_karpathy_val.json").write_text('[{"image": "a.jpg", "caption": ["x"]},')

@@ -11,17 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import DataError
 
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapping", float: "a number"}
-
-
-def resolve(base: str | os.PathLike, override: Optional[str], default: str) -> Path:
-    """``override`` if given (absolute, or relative to ``base``), else ``base/default``; ``..`` collapsed."""
-    return Path(os.path.normpath(Path(base) / (override if override is not None else default)))
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:
@@ -53,6 +49,34 @@ def load_jsonl(path: str | os.PathLike, what: str = "annotation file") -> list[A
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path} line {number}: not valid JSON ({exc})") from None
     return values
+
+
+def load_lines(path: str | os.PathLike, what: str = "split file") -> list[str]:
+    """The non-blank lines of a text file, stripped (a list of ids, one per line)."""
+    path = _existing(path, what)
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain values only (containers, numbers, strings, numpy scalars): no code runs."""
+
+    ALLOWED = {("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"holds a {module}.{name} object; only plain values are read")
+
+
+def load_pickle(path: str | os.PathLike, what: str = "annotation file") -> Any:
+    """A pickled annotation file of plain values; any other object is a DataError (it is not unpickled)."""
+    path = _existing(path, what)
+    try:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable pickle of plain values ({exc})") from None
 
 
 def load_csv(path: str | os.PathLike, columns: Sequence[str], what: str = "annotation file") -> list[dict[str, str]]:

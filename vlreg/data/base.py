@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from .layouts import MediaFolders
 from .media import BadMedia, BadMediaReport, BadSample
 
 
@@ -52,6 +53,20 @@ class RecordDataset(Dataset):
         path = Path(root) / relative
         suffix = getattr(self.processor, "suffix", None)
         return str(path.with_suffix(suffix) if suffix else path)
+
+    def media_folders(self, root: str | os.PathLike, folders: Sequence[str], override: Optional[str],
+                      reader: str) -> MediaFolders:
+        """A layout's media folders (or ``override`` alone, relative to root or absolute); when this
+        dataset reads media, one of them must exist."""
+        found = MediaFolders(root, folders if override is None else [override])
+        if self.processor is not None:
+            found.check(reader)
+        return found
+
+    def find_media(self, folders: MediaFolders, relative: str) -> str:
+        """The file of a media entry, looked up in ``folders``, with the processor's suffix if it has one."""
+        suffix = getattr(self.processor, "suffix", None)
+        return str(folders.find(str(Path(relative).with_suffix(suffix)) if suffix else relative))
 
     def __len__(self) -> int:
         return len(self.records)

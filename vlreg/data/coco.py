@@ -1,15 +1,23 @@
-"""COCO captioning and retrieval on the Karpathy splits, in LAVIS's annotation format.
+"""COCO captioning and retrieval on the Karpathy splits, in LAVIS's or BLIP's layout.
 
-Layout under ``root`` (a COCO directory as distributed for BLIP/BLIP-2)::
+The Karpathy files are the same in both (BLIP made them, LAVIS took them over)::
 
-    annotations/coco_karpathy_train.json   [{"image": "train2014/COCO_train2014_000000000009.jpg",
-                                             "caption": str, "image_id": "coco_9"}]   one entry per caption
-    annotations/coco_karpathy_val.json     [{"image": ..., "caption": [str, ...]}]    one entry per image
-    annotations/coco_karpathy_test.json    (same as val)
-    annotations/coco_karpathy_{val,test}_gt.json   COCO-format ground truth for the caption metrics
-    images/train2014/..., images/val2014/...
+    coco_karpathy_train.json   [{"image": "train2014/COCO_train2014_000000000009.jpg",
+                                 "caption": str, "image_id": "coco_9"}]   one entry per caption
+    coco_karpathy_val.json     [{"image": ..., "caption": [str, ...]}]    one entry per image
+    coco_karpathy_test.json    (same as val)
 
-Either kind of entry is accepted in any split (a caption string or a list).
+Either kind of entry is accepted in any split (a caption string or a list). The layouts
+differ in where the files lie (recognised from the files under ``root``, or named by
+``layout:``; the trees are drawn in ``vlreg/data/README.md``):
+
+- ``lavis``: ``annotations/coco_karpathy_<split>.json``, images in ``images/``; the COCO-format
+  ground truth ``coco_karpathy_{val,test}_gt.json`` in ``annotations/`` or in LAVIS's cache
+  beside the COCO directory, ``../coco_gt/``;
+- ``blip``: ``annotation/coco_karpathy_<split>.json``, ground truth in ``annotation/coco_gt/``,
+  images (BLIP's ``image_root``, holding ``train2014/`` and ``val2014/``) in ``images/`` or root.
+
+The ground truth is optional: references come from the Karpathy files either way.
 """
 
 from __future__ import annotations
@@ -22,8 +30,28 @@ from typing import Any, Literal, Optional
 from ..build import component
 from ..errors import DataError
 from ..registry import register
-from .annotations import entry_list, field, load_json, resolve, string_list
+from .annotations import entry_list, field, load_json, string_list
 from .base import RecordDataset, RetrievalItems
+from .layouts import choose_layout
+
+LayoutName = Literal["lavis", "blip"]
+
+
+@dataclass(frozen=True)
+class KarpathyLayout:
+    """Where a layout keeps the Karpathy files, their COCO-format ground truth and the COCO images
+    (folders relative to root, tried in order)."""
+
+    name: str
+    annotation_folder: str
+    ground_truth_folders: tuple[str, ...]
+    image_folders: tuple[str, ...]
+
+
+LAYOUTS = {layout.name: layout for layout in (
+    KarpathyLayout("lavis", "annotations", ("annotations", "../coco_gt"), ("images",)),
+    KarpathyLayout("blip", "annotation", ("annotation/coco_gt",), ("images", ".")),
+)}
 
 
 @dataclass
@@ -65,16 +93,19 @@ def coco_image_id(image: str, path: str | os.PathLike) -> int:
 
 
 class KarpathySplit(RecordDataset):
-    """Shared by the COCO readers: where the files are, and the entries of one split."""
+    """Shared by the COCO readers: the layout of ``root``, and the entries of one split."""
 
-    def __init__(self, root: str, split: str, processor: Optional[Any], text_processor: Optional[Any],
-                 ann_root: Optional[str], ann_file: Optional[str], image_root: Optional[str],
+    def __init__(self, root: str, split: str, reader: str, layout: Optional[str], processor: Optional[Any],
+                 text_processor: Optional[Any], ann_file: Optional[str], image_root: Optional[str],
                  max_samples: Optional[int], max_bad_fraction: float):
         super().__init__(split, processor, text_processor, max_samples, max_bad_fraction)
         self.root = Path(root)
-        self.ann_root = resolve(self.root, ann_root, "annotations")
-        self.ann_file = resolve(self.ann_root, ann_file, f"coco_karpathy_{split}.json")
-        self.image_root = resolve(self.root, image_root, "images")
+        reader = f"{reader} {split}"
+        name = ann_file or f"coco_karpathy_{split}.json"
+        key_files = {l.name: f"{l.annotation_folder}/{name}" for l in LAYOUTS.values()}
+        self.layout = LAYOUTS[choose_layout(self.root, key_files, layout, reader)]
+        self.ann_file = self.root / key_files[self.layout.name]
+        self.images = self.media_folders(self.root, self.layout.image_folders, image_root, reader)
         self.entries = read_karpathy(self.ann_file)
 
     def captions(self) -> list[str]:
@@ -89,51 +120,61 @@ class CocoCaption(KarpathySplit):
     Items. train (one per caption): ``{"image" [3,H,W], "text_input": caption,
     "image_id": the annotation's image_id as given ("coco_9"), "media_path"}``.
     val/test (one per image): ``{"image", "image_id": the numeric COCO id, "media_path"}``;
-    the ground truth is ``gt_file`` (COCO-format JSON, None when absent) and
+    the ground truth is ``gt_file`` (COCO-format JSON, None when the layout has none) and
     ``references() -> {image_id: [captions]}``.
 
     Args:
-        root: the COCO directory (holding ``annotations/`` and ``images/``).
+        root: the COCO directory, in LAVIS's or BLIP's layout (see the module docstring).
         split: "train", "val" or "test".
         processor: image processor (e.g. image_train / image_eval); None for no media.
         text_processor: applied to training captions (e.g. caption).
-        ann_root: annotation directory, relative to root or absolute (default "annotations").
-        ann_file: the split's annotation file, relative to ann_root (default coco_karpathy_<split>.json).
-        image_root: image directory, relative to root or absolute (default "images").
-        gt_file: COCO-format ground truth, relative to ann_root (default coco_karpathy_<split>_gt.json).
+        layout: "lavis" or "blip" (default: recognised from the files under root).
+        ann_file: the split's annotation file, in the layout's annotation folder (default
+            coco_karpathy_<split>.json; e.g. LAVIS's vg_caption.json, cc3m.json, sbu.json).
+        image_root: one image directory instead of the layout's, relative to root or absolute.
+        gt_file: COCO-format ground truth, in the layout's annotation folder (default: the layout's
+            coco_karpathy_<split>_gt.json where present).
         max_samples: keep the first N records (captions for train, images for val/test).
         max_bad_fraction: the largest share of bad image files tolerated per epoch.
     """
 
     def __init__(self, root: str, split: Literal["train", "val", "test"] = "train",
                  processor: Optional[component("processor")] = None,
-                 text_processor: Optional[component("processor")] = None,
-                 ann_root: Optional[str] = None, ann_file: Optional[str] = None, image_root: Optional[str] = None,
-                 gt_file: Optional[str] = None, max_samples: Optional[int] = None, max_bad_fraction: float = 0.05):
-        super().__init__(root, split, processor, text_processor, ann_root, ann_file, image_root,
+                 text_processor: Optional[component("processor")] = None, layout: Optional[LayoutName] = None,
+                 ann_file: Optional[str] = None, image_root: Optional[str] = None, gt_file: Optional[str] = None,
+                 max_samples: Optional[int] = None, max_bad_fraction: float = 0.05):
+        super().__init__(root, split, "coco_caption", layout, processor, text_processor, ann_file, image_root,
                          max_samples, max_bad_fraction)
         self.training = split == "train"
-        gt = resolve(self.ann_root, gt_file, f"coco_karpathy_{split}_gt.json")
-        self.gt_file: Optional[Path] = gt if gt.is_file() else None
-        if gt_file is not None and self.gt_file is None:
-            raise DataError(f"ground-truth file {gt} not found")
+        self.gt_file = self.ground_truth(split, gt_file)
         if self.training:
             self.records = self.keep([
-                {"media_path": self.media_file(self.image_root, entry.image), "text_input": caption,
+                {"media_path": self.find_media(self.images, entry.image), "text_input": caption,
                  "image_id": entry.image_id if entry.image_id is not None else entry.image}
                 for entry in self.entries for caption in entry.captions
             ])
         else:
-            self.images = self.keep(group_by_image(self.entries))
+            self.evaluated = self.keep(group_by_image(self.entries))
             self.records = [
-                {"media_path": self.media_file(self.image_root, entry.image),
+                {"media_path": self.find_media(self.images, entry.image),
                  "image_id": coco_image_id(entry.image, self.ann_file)}
-                for entry in self.images
+                for entry in self.evaluated
             ]
 
     def references(self) -> dict[int, list[str]]:
         """``{image_id: [reference captions]}`` of the evaluation images (raw captions)."""
-        return {record["image_id"]: entry.captions for record, entry in zip(self.records, self.images)}
+        return {record["image_id"]: entry.captions for record, entry in zip(self.records, self.evaluated)}
+
+    def ground_truth(self, split: str, gt_file: Optional[str]) -> Optional[Path]:
+        """The COCO-format ground truth: ``gt_file`` (which must exist), else the layout's where present."""
+        if gt_file is not None:
+            path = self.root / self.layout.annotation_folder / gt_file
+            if not path.is_file():
+                raise DataError(f"ground-truth file {path} not found")
+            return path
+        name = f"coco_karpathy_{split}_gt.json"
+        found = [self.root / folder / name for folder in self.layout.ground_truth_folders]
+        return next((Path(os.path.normpath(path)) for path in found if path.is_file()), None)
 
 
 @register("dataset", "coco_retrieval")
@@ -146,23 +187,23 @@ class CocoRetrieval(RetrievalItems, KarpathySplit):
     text indices), as the retrieval metric takes them.
 
     Args:
-        root: the COCO directory (holding ``annotations/`` and ``images/``).
+        root: the COCO directory, in LAVIS's or BLIP's layout (see the module docstring).
         split: "test" or "val".
         processor: image processor (e.g. image_eval); None for no media.
         text_processor: applied to the captions (e.g. caption).
-        ann_root: annotation directory, relative to root or absolute (default "annotations").
-        ann_file: the split's annotation file, relative to ann_root (default coco_karpathy_<split>.json).
-        image_root: image directory, relative to root or absolute (default "images").
+        layout: "lavis" or "blip" (default: recognised from the files under root).
+        ann_file: the split's annotation file, in the layout's annotation folder (default coco_karpathy_<split>.json).
+        image_root: one image directory instead of the layout's, relative to root or absolute.
         max_samples: keep the first N images (with their captions).
         max_bad_fraction: the largest share of bad image files tolerated per epoch.
     """
 
     def __init__(self, root: str, split: Literal["val", "test"] = "test",
                  processor: Optional[component("processor")] = None,
-                 text_processor: Optional[component("processor")] = None,
-                 ann_root: Optional[str] = None, ann_file: Optional[str] = None, image_root: Optional[str] = None,
+                 text_processor: Optional[component("processor")] = None, layout: Optional[LayoutName] = None,
+                 ann_file: Optional[str] = None, image_root: Optional[str] = None,
                  max_samples: Optional[int] = None, max_bad_fraction: float = 0.05):
-        super().__init__(root, split, processor, text_processor, ann_root, ann_file, image_root,
+        super().__init__(root, split, "coco_retrieval", layout, processor, text_processor, ann_file, image_root,
                          max_samples, max_bad_fraction)
         images = self.keep(group_by_image(self.entries))
-        self.index_media([(self.media_file(self.image_root, entry.image), entry.captions) for entry in images])
+        self.index_media([(self.find_media(self.images, entry.image), entry.captions) for entry in images])

@@ -1,15 +1,21 @@
-"""VQAv2 in its official files: questions, annotations (10 answers each), COCO images.
+"""VQAv2 open-ended questions on COCO images, in the layouts users have it.
 
-Layout under ``root`` (the VQAv2 directory as distributed)::
+The reader recognises the layout of ``root`` from the files there (:mod:`vlreg.data.vqav2_layouts`;
+the trees are drawn in ``vlreg/data/README.md``), or reads the one named by ``layout:``:
 
-    v2_OpenEnded_mscoco_<split>_questions.json   {"questions": [{"image_id", "question", "question_id"}]}
-    v2_mscoco_<split>_annotations.json           {"annotations": [{"question_id", "answers": [{"answer", ...}] x 10, ...}]}
-    answer_list.json                             candidate answers for rank-based inference
+- ``official``: the official files unzipped into one directory,
+  ``v2_OpenEnded_mscoco_<split>_questions.json`` and ``v2_mscoco_<split>_annotations.json``;
+  COCO's images in ``../coco/images`` (COCO beside VQAv2, as vlreg's data directory has it),
+  ``images/`` or root itself;
+- ``vqa_api``: the tree the official VQA API expects, ``Questions/``, ``Annotations/``,
+  ``Images/mscoco/<split>/``;
+- ``lavis``: LAVIS's ``coco/`` directory, ``annotations/vqa_{train,val,val_eval,test}.json``
+  with the official val2014 files for scoring, and ``images/``.
 
-with ``<split>`` one of train2014, val2014, test2015, test-dev2015 (the test splits
-have no annotations). Images are COCO's, found by file name:
-``<image_root>/<images split>/COCO_<images split>_<image_id:012d>.jpg`` (test-dev2015 uses
-test2015's images); ``image_root`` defaults to the sibling ``../coco/images``.
+``<split>`` is one of train2014, val2014, test2015, test-dev2015 (the test splits have no
+answers). ``answer_list.json``, the candidate answers of rank-based inference, is LAVIS's file,
+not part of the official release: the lavis layout has it in ``annotations/``; with the others
+put it in ``root``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import torch
 from ..build import component
 from ..errors import DataError
 from ..registry import register
-from .annotations import entry_list, field, load_json, resolve
+from .annotations import load_json
 from .base import RecordDataset
+from .layouts import choose_layout
+from .vqav2_layouts import LAYOUTS, LayoutName
 
 AnswerChoice = Literal["frequency", "most_common"]
 
@@ -65,75 +73,55 @@ class VQAv2(AnswerTargets, RecordDataset):
     probability ``weights`` ("frequency", as BLIP-2 fine-tuning does) or is the most
     frequent answer ("most_common", ties to the first annotator's).
     Evaluation: ``{"image", "text_input", "question_id", "media_path"}``; the dataset
-    exposes ``question_file``, ``annotation_file`` (None for test splits) and
-    ``answer_list`` for the metric and rank-based inference.
+    exposes ``question_file`` and ``annotation_file`` in the official format (the latter None
+    for test splits) for the metric, and ``answer_list`` for rank-based inference.
 
     Args:
-        root: the VQAv2 directory.
+        root: the VQAv2 directory, in any layout (see the module docstring).
         split: the official subtype: train2014, val2014, test2015 or test-dev2015.
         processor: image processor; None for no media.
         text_processor: applied to questions (e.g. question).
         training: training items (default: for splits starting with "train").
         answer_choice: "frequency" or "most_common" (see above).
-        image_root: COCO image directory, relative to root or absolute (default "../coco/images").
-        question_file, annotation_file, answer_list_file: overrides, relative to root.
+        layout: the layout of root (default: recognised from its files).
+        image_root: one COCO image directory instead of the layout's, relative to root or absolute.
+        answer_list_file: the candidate answers, relative to root (default: the layout's ``answer_list.json``).
         max_samples: keep the first N questions.
         max_bad_fraction: the largest share of bad image files tolerated per epoch.
     """
 
     def __init__(self, root: str, split: str = "train2014", processor: Optional[component("processor")] = None,
                  text_processor: Optional[component("processor")] = None, training: Optional[bool] = None,
-                 answer_choice: AnswerChoice = "frequency", image_root: Optional[str] = None,
-                 question_file: Optional[str] = None, annotation_file: Optional[str] = None,
-                 answer_list_file: Optional[str] = None, max_samples: Optional[int] = None,
-                 max_bad_fraction: float = 0.05):
+                 answer_choice: AnswerChoice = "frequency", layout: Optional[LayoutName] = None,
+                 image_root: Optional[str] = None, answer_list_file: Optional[str] = None,
+                 max_samples: Optional[int] = None, max_bad_fraction: float = 0.05):
         super().__init__(split, processor, text_processor, max_samples, max_bad_fraction)
         self.root = Path(root)
         self.training = split.startswith("train") if training is None else training
         self.answer_choice = answer_choice
-        self.image_root = resolve(self.root, image_root, "../coco/images")
-        self.question_file = resolve(self.root, question_file, f"v2_OpenEnded_mscoco_{split}_questions.json")
-        annotations = resolve(self.root, annotation_file, f"v2_mscoco_{split}_annotations.json")
-        self.annotation_file: Optional[Path] = annotations if annotations.is_file() else None
-        if self.annotation_file is None and (self.training or annotation_file is not None):
-            raise DataError(f"annotation file {annotations} not found (needed for training on {split})")
-        self.answer_list_file = resolve(self.root, answer_list_file, "answer_list.json")
+        reader = f"vqav2 {split}"
+        key_files = {name: l.key_file(split, self.training) for name, l in LAYOUTS.items()}
+        self.layout = LAYOUTS[choose_layout(self.root, key_files, layout, reader)]
+        question_file, annotation_file = self.layout.official_files(split, self.training)
+        self.question_file = self.root / question_file
+        self.annotation_file: Optional[Path] = self.root / annotation_file if annotation_file else None
+        if self.annotation_file is not None and not self.annotation_file.is_file():
+            raise DataError(f"annotation file {self.annotation_file} not found (layout {self.layout.name}, {split})")
+        self.answer_list_file = self.root / (answer_list_file or self.layout.answer_list_file)
         self._answer_list: Optional[list[str]] = None
-
-        answers = self._read_answers() if self.training else {}
-        image_split = split.replace("test-dev", "test")
-        for index, entry in enumerate(entry_list(load_json(self.question_file), self.question_file, "questions")):
-            image_id = field(entry, "image_id", int, self.question_file, index, "questions")
-            record = {
-                "media_path": self.media_file(self.image_root, f"{image_split}/COCO_{image_split}_{image_id:012d}.jpg"),
-                "text_input": field(entry, "question", str, self.question_file, index, "questions"),
-                "question_id": field(entry, "question_id", int, self.question_file, index, "questions"),
-            }
+        images = self.media_folders(self.root, self.layout.image_folders, image_root, reader)
+        for question in self.keep(self.layout.questions(self.root, split, self.training)):
+            record = {"media_path": self.find_media(images, question.image), "text_input": question.question,
+                      "question_id": question.question_id}
             if self.training:
-                if record["question_id"] not in answers:
-                    raise DataError(f"{self.question_file} questions entry {index}: question_id "
-                                    f"{record['question_id']} has no entry in {self.annotation_file}")
-                record["answers"], record["weights"] = answers[record["question_id"]]
+                record["answers"], record["weights"] = answer_weights(question.answers)
             self.records.append(record)
-        self.records = self.keep(self.records)
-
-    def _read_answers(self) -> dict[int, tuple[list[str], list[float]]]:
-        path = self.annotation_file
-        out = {}
-        for index, entry in enumerate(entry_list(load_json(path), path, "annotations")):
-            question_id = field(entry, "question_id", int, path, index, "annotations")
-            given = field(entry, "answers", list, path, index, "annotations")
-            if not given:
-                raise DataError(f"{path} annotations entry {index}: 'answers' is empty")
-            answers = [field(a, "answer", str, path, j, f"annotations entry {index} answers") for j, a in enumerate(given)]
-            out[question_id] = answer_weights(answers)
-        return out
 
     @property
     def answer_list(self) -> list[str]:
-        """The candidate answers of rank-based inference (``answer_list.json``)."""
+        """The candidate answers of rank-based inference (LAVIS's ``answer_list.json``)."""
         if self._answer_list is None:
-            data = load_json(self.answer_list_file, "answer list")
+            data = load_json(self.answer_list_file, "answer list (LAVIS's answer_list.json)")
             if not isinstance(data, list) or not data or not all(isinstance(a, str) for a in data):
                 raise DataError(f"{self.answer_list_file}: expected a non-empty JSON list of answer strings")
             self._answer_list = data
