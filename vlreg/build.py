@@ -40,6 +40,32 @@ def component(kind: str, base: Any = Any) -> Any:
     return Annotated[base, Kind(kind)]
 
 
+@dataclass(frozen=True)
+class Check:
+    """Annotation marker: ``test(value, where)`` raises ConfigError when a config's value is wrong."""
+
+    test: Callable[[Any, str], None]
+
+
+def checked(base: Any, test: Callable[[Any, str], None]) -> Any:
+    """The annotation of an argument of type ``base`` whose configured value ``test`` also checks."""
+    return Annotated[base, Check(test)]
+
+
+def at_least(minimum: float, base: Any = int) -> Any:
+    """The annotation of a number that must be at least ``minimum`` (``image_size: at_least(1) = 224``)."""
+
+    def test(value: Any, where: str) -> None:
+        if value < minimum:
+            raise ConfigError(f"{where}: must be at least {minimum}, got {value!r}")
+
+    return checked(base, test)
+
+
+Positive = at_least(1)
+"""The annotation of a count or a size: an int of at least 1."""
+
+
 @dataclass
 class Param:
     name: str
@@ -90,6 +116,12 @@ def _type_name(annotation: Any) -> str:
 
 def check_value(value: Any, annotation: Any, where: str) -> None:
     """Raise ConfigError when ``value`` cannot be an ``annotation``; recurse into nodes."""
+    checks = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Check)]
+    if checks:
+        check_value(value, _strip(annotation), where)
+        for check in checks:
+            check.test(value, where)
+        return
     kind = _kind_of(annotation)
     if kind is not None:
         if isinstance(value, Mapping):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...build import Positive
 from ...errors import ConfigError
 from ...registry import register
 from ..media import BadMedia
@@ -57,7 +58,7 @@ class ImageProcessor(MediaProcessor):
 
     modality = "image"
 
-    def __init__(self, image_size: int = 224, mean: tuple[float, float, float] = CLIP_MEAN,
+    def __init__(self, image_size: Positive = 224, mean: tuple[float, float, float] = CLIP_MEAN,
                  std: tuple[float, float, float] = CLIP_STD):
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
 
@@ -106,7 +107,7 @@ class ImageTrainProcessor(ImageProcessor):
         mean, std: per-channel normalisation (default CLIP's).
     """
 
-    def __init__(self, image_size: int = 224, scale: tuple[float, float] = (0.5, 1.0),
+    def __init__(self, image_size: Positive = 224, scale: tuple[float, float] = (0.5, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
                  mean: tuple[float, float, float] = CLIP_MEAN, std: tuple[float, float, float] = CLIP_STD):
         super().__init__(image_size, mean, std)

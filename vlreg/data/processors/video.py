@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from ...build import Positive
 from ...registry import register
 from ..video import Sampling, read_frames
 from . import CLIP_MEAN, CLIP_STD, MediaProcessor
@@ -22,7 +23,7 @@ class VideoProcessor(MediaProcessor):
 
     modality = "video"
 
-    def __init__(self, image_size: int = 224, num_frames: int = 8, sampling: Sampling = "uniform",
+    def __init__(self, image_size: Positive = 224, num_frames: Positive = 8, sampling: Sampling = "uniform",
                  mean: tuple[float, float, float] = CLIP_MEAN, std: tuple[float, float, float] = CLIP_STD):
         self.image_size, self.num_frames, self.sampling = image_size, num_frames, sampling
         self.mean, self.std = tuple(mean), tuple(std)
@@ -61,6 +62,6 @@ class VideoTrainProcessor(VideoProcessor):
         mean, std: per-channel normalisation (default CLIP's).
     """
 
-    def __init__(self, image_size: int = 224, num_frames: int = 8, sampling: Sampling = "random",
+    def __init__(self, image_size: Positive = 224, num_frames: Positive = 8, sampling: Sampling = "random",
                  mean: tuple[float, float, float] = CLIP_MEAN, std: tuple[float, float, float] = CLIP_STD):
         super().__init__(image_size, num_frames, sampling, mean, std)

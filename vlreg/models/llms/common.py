@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ..base import LanguageModel, Precision, Prompts, is_dry_build
+from .config_keys import TransformersConfig
 
 IGNORE = -100
 """The target of a position that is not scored (prompts, context, padding)."""
@@ -184,7 +185,7 @@ class TransformersLM(LanguageModel):
     def __init__(
         self,
         path: Optional[str] = None,
-        config: Optional[dict] = None,
+        config: Optional[TransformersConfig] = None,
         tokenizer: Optional[str] = None,
         frozen: bool = True,
         precision: Precision = "fp32",
