@@ -121,6 +121,12 @@ def _selected(metrics: Optional[list[str]]) -> list[str]:
     return [name for name in CAPTION_METRICS if name in metrics]
 
 
+def caption_score_names(metrics: Optional[list[str]] = None) -> list[str]:
+    """The scores :func:`caption_scores` reports for these families (``Bleu`` is ``Bleu_1`` to ``Bleu_4``)."""
+    return [name for family in _selected(metrics)
+            for name in ([f"Bleu_{n}" for n in range(1, 5)] if family == "Bleu" else [family])]
+
+
 def _check(gts: Any, res: Any) -> None:
     if not isinstance(gts, dict) or not isinstance(res, dict):
         raise DataError("caption_scores takes gts {id: [reference, ...]} and res {id: caption}, both dicts")

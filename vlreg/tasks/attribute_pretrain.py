@@ -103,6 +103,9 @@ class AttributePretraining(Task):
                    "loss": loss_sum / max(total, 1)}
         return broadcast_object(metrics)
 
+    def metric_names(self) -> list[str]:
+        return ["attribute_accuracy", "exact_match", "loss"]
+
     def export(self, model: nn.Module, output_dir: str | Path) -> Path:
         """Write the (frame) encoder's weights to ``<output_dir>/export/encoder.safetensors``."""
         from safetensors.torch import save_file

@@ -46,6 +46,11 @@ class Task:
     def evaluate(self, model: nn.Module, dataset: Any, context: Any) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} does not evaluate")
 
+    def metric_names(self) -> Optional[list[str]]:
+        """The names of the metrics :meth:`evaluate` returns, which ``run.best_metric`` must be one of
+        (checked before a run starts); None where a task does not declare them."""
+        return None
+
     @staticmethod
     def write_predictions(context: Any, name: str, predictions: Any) -> Path:
         """Write predictions (rank 0) as ``predictions/<name>_step<N>.json``; returns the path."""

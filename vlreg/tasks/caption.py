@@ -58,6 +58,11 @@ class CaptionTask(Task):
         metrics["skipped_media"] = skipped
         return metrics
 
+    def metric_names(self) -> list[str]:
+        from ..metrics.caption import caption_score_names
+
+        return [*caption_score_names(self.metrics), "skipped_media"]
+
 
 @register("task", "pretrain_stage2")
 class Stage2Pretraining(CaptionTask):

@@ -94,6 +94,9 @@ class LMPretraining(Task):
         loss = total / max(count, 1)
         return {"loss": loss, "perplexity": float(torch.tensor(loss).exp()), "tokens": count}
 
+    def metric_names(self) -> list[str]:
+        return ["loss", "perplexity", "tokens"]
+
     def export(self, model: nn.Module, output_dir: str | Path) -> Path:
         """Save the trained model and its tokenizer to ``<output_dir>/export`` (rank 0); returns that directory.
 

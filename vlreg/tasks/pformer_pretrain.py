@@ -84,6 +84,9 @@ class PFormerPretraining(Task):
         scores = reconstruction_scores([r[1] for r in rows], [r[2] for r in rows])
         return {"reconstruction_loss": total / max(count, 1), **scores, "sentences": len(rows)}
 
+    def metric_names(self) -> list[str]:
+        return ["reconstruction_loss", "token_accuracy", "exact_match", "unigram_token_accuracy", "sentences"]
+
 
 def with_paper_losses(node: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """The model node with the paper's stage-0 loss weights where it sets none."""

@@ -85,6 +85,10 @@ class RetrievalTask(Task):
         metrics["skipped_media"] = skipped
         return metrics
 
+    def metric_names(self) -> list[str]:
+        sides = [f"{side}_{name}" for side in ("txt", "img") for name in ("r1", "r5", "r10", "r_mean", "medr", "meanr")]
+        return [*sides, "r_mean", "itc_txt_r1", "skipped_media"]
+
 
 def _assemble(rows: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
     ordered = sorted(rows, key=lambda r: r[0])

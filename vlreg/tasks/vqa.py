@@ -60,6 +60,10 @@ class VQATask(Task):
         metrics["skipped_media"] = skipped
         return metrics
 
+    def metric_names(self) -> list[str]:
+        """``accuracy``; with VQAv2 annotations also per answer type (``accuracy_yes_no``, ``_number``, ``_other``)."""
+        return ["accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other", "skipped_media"]
+
 
 def score_answers(dataset: Any, results: list[dict[str, Any]]) -> dict[str, float]:
     """Official VQAv2 accuracy when annotations exist, exact-match accuracy otherwise."""
