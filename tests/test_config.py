@@ -1,6 +1,6 @@
 import pytest
 
-from vlreg.config import load_config, parse_overrides, save_config, to_plain
+from vlreg.config import load_config, parse_override, save_config, to_plain
 from vlreg.errors import ConfigError
 
 
@@ -55,7 +55,7 @@ def test_bad_yaml_names_the_file(tmp_path):
 
 def test_bad_override_and_bad_interpolation(tmp_path):
     with pytest.raises(ConfigError, match="key.path=value"):
-        parse_overrides(["run.lr"])
+        parse_override("run.lr")
     main = write(tmp_path / "m.yaml", "a: '${missing.key}'\n")
     with pytest.raises(ConfigError, match="cannot resolve config"):
         to_plain(load_config(main))

@@ -24,6 +24,7 @@ modules it lists under ``plugins:``, which must already be installed).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -96,19 +97,71 @@ def _expand(node: Any, path: Path, chain: tuple[Path, ...]) -> Any:
     return OmegaConf.to_container(merged, resolve=False)
 
 
-def parse_overrides(overrides: Iterable[str]) -> Any:
-    """``["run.lr=1e-4", "model.bridge.name=mlp"]`` -> a config to merge on top."""
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line; OmegaConf's as ``key: message``."""
+    message = getattr(exc, "msg", None) or str(exc)
+    key = getattr(exc, "full_key", None)
+    return " ".join((f"{key}: {message}" if key else message).split())
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"run.lr=1e-4"`` -> ``("run.lr", 0.0001)``: the value is YAML, interpolations are kept."""
     from omegaconf import OmegaConf
 
-    overrides = list(overrides)
-    for item in overrides:
-        key = item.split("=", 1)[0]
-        if "=" not in item or not key or key.startswith(".") or key.endswith("."):
-            raise ConfigError(f"override {item!r} must have the form key.path=value")
+    key, equals, value = item.partition("=")
+    if not equals or not key or key.startswith(".") or key.endswith(".") or ".." in key:
+        raise ConfigError(f"override {item!r} must have the form key.path=value")
     try:
-        return OmegaConf.from_dotlist(overrides)
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]), resolve=False)
     except Exception as exc:
-        raise ConfigError(f"cannot parse overrides {overrides}: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"cannot parse override {item!r}: {one_line(exc)}") from None
+    return key, parsed["value"]
+
+
+def _check_override(plain: Any, key: str, value: Any, item: str) -> None:
+    """Raise ConfigError when ``key`` leads nowhere in ``plain`` (past a value, to no item of a list) or
+    ``value`` would replace a mapping with a list or a list with a mapping."""
+    node, where = plain, []
+    for part in key.split("."):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                named = [i for i, x in enumerate(node) if isinstance(x, dict) and x.get("name") == part]
+                hint = f" ({part} is {'.'.join([*where, str(named[0])])})" if named else ""
+                span = f"0 to {len(node) - 1}" if node else "none: it is empty"
+                raise ConfigError(f"override {item!r}: {'.'.join(where)} is a list; address its items by "
+                                  f"position ({span}){hint}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                return  # a new key; the validation of the config judges it
+            node = node[part]
+        else:
+            raise ConfigError(f"override {item!r}: {'.'.join(where)} is a value ({node!r}), not a mapping")
+        where.append(part)
+    for kind, example in ((dict, "{key: value}"), (list, "[...]")):
+        if isinstance(node, kind) and isinstance(value, (dict, list)) and not isinstance(value, kind):
+            raise ConfigError(f"override {item!r}: {key} is a {'mapping' if kind is dict else 'list'}; "
+                              f"give one ({example}) or set what is inside it ({key}.{'key' if kind is dict else '0'}=...)")
+
+
+def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
+    """Apply ``key.path=value`` overrides to a DictConfig, in order, and return it.
+
+    A mapping value merges into the mapping it replaces (``model.bridge={name: mlp}``
+    keeps the bridge's other keys); list items are addressed by position
+    (``stages.1.run.lr=1e-4``). Any other mistake (a list where a mapping is, an
+    item that does not exist, a key below a plain value) is a one-line ConfigError.
+    """
+    from omegaconf import OmegaConf
+
+    for item in overrides:
+        key, value = parse_override(item)
+        _check_override(OmegaConf.to_container(cfg, resolve=False), key, value, item)
+        try:
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+        except Exception as exc:
+            raise ConfigError(f"override {item!r}: {one_line(exc)}") from None
+    return cfg
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Any:
@@ -118,22 +171,66 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Any:
     """
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create(_load_with_includes(find_config(path), ()))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
-    return cfg
+    return apply_overrides(OmegaConf.create(_load_with_includes(find_config(path), ())), overrides)
 
 
-def to_plain(cfg: Any) -> Any:
-    """A DictConfig (or plain data) as plain dicts and lists, interpolations resolved."""
+def to_plain(cfg: Any, complete: bool = False) -> Any:
+    """A DictConfig (or plain data) as plain dicts and lists, interpolations resolved.
+
+    With ``complete``, a value left as ``???`` (one a config leaves for the user to set)
+    is a ConfigError that names it.
+    """
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
     if not OmegaConf.is_config(cfg):
         return cfg
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=complete)
+    except MissingMandatoryValue as exc:
+        key = re.sub(r"\[(\d+)\]", r".\1", str(exc.full_key))
+        raise ConfigError(f"{key} is ??? (a value the config leaves for you to set): set it in the config or "
+                          f"on the command line ({key}=...)") from None
     except Exception as exc:
-        raise ConfigError(f"cannot resolve config: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"cannot resolve config: {one_line(exc)}") from None
+
+
+_ENV = "${oc.env:"
+
+
+def _escape_env(text: str) -> str:
+    """``text`` with each ``${oc.env:...}`` escaped, so that it resolves to its own text."""
+    out, i = [], 0
+    while (start := text.find(_ENV, i)) >= 0:
+        depth, end = 0, start
+        while end < len(text):
+            if text.startswith("${", end):
+                depth, end = depth + 1, end + 2
+                continue
+            depth, end = depth - (text[end] == "}"), end + 1
+            if depth == 0:
+                break
+        out += [text[i:start], "\\", text[start:end]]
+        i = end
+    return "".join(out) + text[i:]
+
+
+def without_env(cfg: Any) -> Any:
+    """A copy of ``cfg`` in which ``${oc.env:VAR}`` stays the interpolation instead of the variable's value.
+
+    What a run saves as its ``config.yaml``: secrets passed through the environment stay out
+    of it, and reading the file back resolves them from the environment again.
+    """
+    from omegaconf import OmegaConf
+
+    def escape(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: escape(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [escape(value) for value in node]
+        return _escape_env(node) if isinstance(node, str) and _ENV in node else node
+
+    return OmegaConf.create(escape(OmegaConf.to_container(cfg, resolve=False)))
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:

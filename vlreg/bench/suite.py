@@ -174,13 +174,12 @@ def read_suite(path: str | os.PathLike, name: Optional[str] = None, overrides: S
     from omegaconf import OmegaConf
 
     from ..build import call, validate
-    from ..config import load_config, parse_overrides, to_plain
+    from ..config import apply_overrides, load_config, to_plain
     from ..pipeline import WorldSpec
 
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), load_config(path))
     chosen = applicable(overrides, cfg)
-    if chosen:
-        cfg = OmegaConf.merge(cfg, parse_overrides(chosen))
+    cfg = apply_overrides(cfg, chosen)
     cfg = to_plain(cfg)
     name = name or cfg.get("name") or Path(path).stem
     for key in cfg:
