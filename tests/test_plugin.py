@@ -64,8 +64,8 @@ def test_plugin_misspelt_key_is_named(plugin_site):
     assert "unknown key 'llm_widht' for bridge 'gated_projector' (did you mean 'llm_width'?)" in result.stderr
 
 
-def test_local_plugin_module_from_config(tmp_path):
-    """A config may list local modules under plugins: (importable from the working directory)."""
+def test_local_plugin_module_only_with_allow_local(tmp_path):
+    """A config's plugins: imports installed packages only; a module beside it needs allow_local."""
     (tmp_path / "my_metrics.py").write_text(textwrap.dedent("""
         from vlreg import register
         @register("metric", "always_half")
@@ -74,18 +74,29 @@ def test_local_plugin_module_from_config(tmp_path):
             return {"half": 0.5}
     """))
     code = """
+        from vlreg.errors import UserError
         from vlreg.registry import import_plugin_modules, get
-        import_plugin_modules(['my_metrics'])
+        try:
+            import_plugin_modules(['my_metrics'])
+        except UserError as exc:
+            print("refused:", exc)
+        import_plugin_modules(['my_metrics'], allow_local=True)
         print(get('metric', 'always_half')([])['half'])
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
-    assert out.stdout.strip() == "0.5", out.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    refused, half = out.stdout.strip().splitlines()
+    assert "'my_metrics' listed under plugins: is not part of an installed package" in refused, out.stderr
+    assert "--allow-local-plugins" in refused and half == "0.5", out.stderr
 
 
 def test_missing_plugin_module_is_a_user_error():
     from vlreg.errors import UserError
     from vlreg.registry import import_plugin_modules
 
-    with pytest.raises(UserError, match="plugin module 'no_such_plugin_xyz' listed under plugins: cannot be imported"):
+    with pytest.raises(UserError, match="plugin module 'no_such_plugin_xyz' listed under plugins: is not part of"):
         import_plugin_modules(["no_such_plugin_xyz"])
+    with pytest.raises(UserError, match="plugin module 'no_such_plugin_xyz' listed under plugins: cannot be imported"):
+        import_plugin_modules(["no_such_plugin_xyz"], allow_local=True)
+    import_plugin_modules(["vlreg.metrics.caption"])  # a module of an installed package

@@ -1,33 +1,75 @@
 """The ``vlreg`` command (also ``python -m vlreg``): list components, run configs.
 
-User mistakes (:class:`vlreg.errors.UserError`) end with status 2 and one line on
-stderr; anything else is a bug and keeps its traceback.
+Every command is :func:`guarded`: a mistake of the user, or a fault of the machine the
+user can fix (a full disk, a directory without write permission, a damaged file), ends
+with status 2 and one line on stderr that says what to do; anything else is a bug and
+keeps its traceback. ``--debug`` shows the traceback of any error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
-from .errors import UserError
+from .errors import UserError, os_error_in, unpickling_failure
 from .registry import KINDS, list_components, registry
+
+DEBUG_FLAG = "--debug"
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` (read by :func:`guarded`)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of any error")
+
+
+def _os_message(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{where}: free space (or choose another output_dir) and run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}{where}: choose a path you can write to (output_dir) or fix its permissions"
+    return f"{reason}{where}"
+
+
+def user_message(exc: BaseException) -> Optional[str]:
+    """The one-line message of an exception caused by the user's input or machine; None for a bug."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    omegaconf = sys.modules.get("omegaconf.errors")
+    if omegaconf is not None and isinstance(exc, omegaconf.OmegaConfBaseException):
+        from .config import one_line
+
+        return f"config: {one_line(exc)}"
+    if type(exc).__name__ == "UnpicklingError":
+        return unpickling_failure(exc)
+    os_error = os_error_in(exc)
+    if os_error is not None:
+        return _os_message(os_error)
+    if type(exc).__name__ == "SafetensorError":
+        return f"a safetensors file is damaged or is not one ({exc}): replace the file"
+    return None
 
 
 def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
-    """Wrap a command's ``main`` so that user errors exit 2 with a one-line message."""
+    """Wrap a command's ``main``: user errors exit 2 with a one-line message (tracebacks with ``--debug``)."""
 
     def wrapper(argv: Sequence[str] | None = None) -> int:
+        debug = DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
         try:
             return main(argv)
-        except UserError as exc:
-            message = " ".join(str(exc).split())
-            print(f"vlreg: error: {message}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:
             print("vlreg: interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:
+            message = None if debug else user_message(exc)
+            if message is None:
+                raise
+            print(f"vlreg: error: {' '.join(message.split())}", file=sys.stderr)
+            return 2
 
     return wrapper
 
@@ -56,31 +98,36 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(rest: Sequence[str]) -> int:
     from .run import main as run_main
 
-    return run_main(args.rest)
+    return run_main(rest)
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if [a for a in argv if a != DEBUG_FLAG][:1] == ["run"]:  # the rest is python -m vlreg.run's, options included
+        at = argv.index("run")
+        return _run(argv[:at] + argv[at + 1:])
     parser = argparse.ArgumentParser(prog="vlreg", description=__doc__.splitlines()[0])
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered components: vlreg list [KIND] [PATTERN]")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)} (default: all)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'vit_*'")
     p.add_argument("-l", "--long", action="store_true", help="show each component's one-line description")
+    add_debug_flag(p)
     p.set_defaults(func=_list)
 
     p = sub.add_parser("info", help="the constructor arguments and documentation of one component")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("name")
+    add_debug_flag(p)
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("run", help="run a config (same as python -m vlreg.run)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_run)
+    sub.add_parser("run", help="run a config: vlreg run --cfg FILE [key=value ...] (same as python -m vlreg.run)")
 
     args = parser.parse_args(argv)
     return args.func(args)

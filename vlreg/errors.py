@@ -7,6 +7,8 @@ exit status 2; any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from typing import Iterable
 
 
@@ -31,6 +33,35 @@ class DuplicateComponentError(UserError):
 
 class DataError(UserError):
     """An annotation file is malformed, or too many media files are bad."""
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception: itself, the one a RuntimeError wraps (``torch.save`` on a full
+    disk), or the one a safetensors error names (``... (os error 28)``); None when there is none."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found and type(exc).__name__ == "SafetensorError":
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
+        if not isinstance(exc, RuntimeError):
+            return None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def unpickling_failure(exc: BaseException, path: object = None) -> str:
+    """One line for a weights pickle that cannot be read: refused by ``torch.load(weights_only=True)``
+    (which global it needed, and what to do instead, never torch's advice to load it unsafely) or damaged."""
+    where = f"{path} " if path is not None else "a weights file "
+    if "Weights only load failed" not in str(exc):
+        return f"{where}cannot be unpickled ({' '.join(str(exc).split())[:200]}): it is damaged or not a weights file"
+    found = re.search(r"Unsupported (?:global|operand)[^.]*", str(exc))
+    what = f" ({found.group(0).replace('GLOBAL ', '')})" if found else ""
+    return (f"{where}is a pickle that needs code to load{what}, and vlreg never runs code from a weights file: "
+            "use its safetensors version, or convert it in a Python session you trust (torch.load, then "
+            "safetensors.torch.save_file)")
 
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:

@@ -17,9 +17,12 @@ stays light. Third-party packages add components through the entry-point group
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import inspect
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -200,11 +203,49 @@ def load_plugins(force: bool = False) -> None:
             warnings.warn(f"vlreg plugin {ep.name} ({ep.value}) failed to load: {exc}", stacklevel=2)
 
 
-def import_plugin_modules(modules: list[str]) -> None:
-    """Import the local plugin modules a config lists under ``plugins:``."""
+def _local_dirs(config_dir: str | os.PathLike | None) -> list[str]:
+    """The directories a config could bring code from: the current one and the config's own."""
+    return [os.path.realpath(d) for d in (os.getcwd(), config_dir) if d is not None]
+
+
+@contextlib.contextmanager
+def _import_path(local: list[str], allow_local: bool) -> Iterator[None]:
+    """``sys.path`` for importing plugins: without ``local`` directories, or with them first."""
+    saved = list(sys.path)
+    kept = [p for p in sys.path if os.path.realpath(p or os.curdir) not in local]
+    sys.path[:] = [*local, *kept] if allow_local else kept
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def import_plugin_modules(modules: list[str], allow_local: bool = False,
+                          config_dir: str | os.PathLike | None = None) -> None:
+    """Import the plugin modules a config lists under ``plugins:``.
+
+    Only modules of installed distributions are imported (packages pip installed, with or
+    without a ``vlreg.plugins`` entry point), so a config cannot bring code of its own:
+    neither the current directory nor the config's directory (``config_dir``) is searched,
+    even where ``sys.path`` holds them. ``allow_local`` (``--allow-local-plugins``) lifts
+    this: any importable module, those two directories first.
+    """
+    from importlib.metadata import packages_distributions
+
+    if not isinstance(modules, list):
+        raise UserError(f"plugins: must be a list of module names, got {modules!r}")
+    local = _local_dirs(config_dir)
+    installed = packages_distributions()
     for module in modules:
+        if not isinstance(module, str) or not module:
+            raise UserError(f"plugins: lists module names, got {module!r}")
+        if not allow_local and module.partition(".")[0] not in installed:
+            raise UserError(f"plugin module {module!r} listed under plugins: is not part of an installed package, "
+                            "and vlreg imports no code from next to a config: install it (pip install), or pass "
+                            "--allow-local-plugins to import it from the current or the config's directory")
         try:
-            importlib.import_module(module)
+            with _import_path(local, allow_local):
+                importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name and module.startswith(exc.name):
                 raise UserError(f"plugin module {module!r} listed under plugins: cannot be imported: {exc}") from None
