@@ -76,7 +76,7 @@ class MsrvttCaption(MsrvttFiles):
         split: "train", "val" (MSRVTT's "validate") or "test".
         processor: video processor (or npy_features); None for no media.
         text_processor: applied to training captions (e.g. caption).
-        layout: the layout of root (default: recognised from its files).
+        layout: vlreg, official, clip4clip, lavis or frozen (default: recognised from the files).
         video_root: one video directory instead of the layout's, relative to root or absolute.
         max_samples: keep the first N records (captions for train, videos for val/test).
         max_bad_fraction: the largest share of bad video files tolerated per epoch.
@@ -128,7 +128,7 @@ class MsrvttQA(AnswerTargets, MsrvttFiles):
         processor: video processor (or npy_features); None for no media.
         text_processor: applied to questions (e.g. question).
         training: training items (default: for split "train").
-        layout: the layout of root (default: recognised from its files).
+        layout: vlreg, lavis or msrvtt_qa (default: recognised from the files).
         video_root: one video directory instead of the layout's, relative to root or absolute.
         max_samples: keep the first N questions.
         max_bad_fraction: the largest share of bad video files tolerated per epoch.
@@ -179,7 +179,7 @@ class MsrvttRetrieval(RetrievalItems, MsrvttFiles):
         split: "test" or "train".
         processor: video processor (or npy_features); None for no media.
         text_processor: applied to the sentences (e.g. caption).
-        layout: the layout of root (default: recognised from its files).
+        layout: vlreg, official, clip4clip, lavis or frozen (default: recognised from the files).
         video_root: one video directory instead of the layout's, relative to root or absolute.
         max_samples: keep the first N videos (test) or pairs (train).
         max_bad_fraction: the largest share of bad video files tolerated per epoch.

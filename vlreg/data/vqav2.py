@@ -83,7 +83,7 @@ class VQAv2(AnswerTargets, RecordDataset):
         text_processor: applied to questions (e.g. question).
         training: training items (default: for splits starting with "train").
         answer_choice: "frequency" or "most_common" (see above).
-        layout: the layout of root (default: recognised from its files).
+        layout: official, vqa_api or lavis (default: recognised from the files).
         image_root: one COCO image directory instead of the layout's, relative to root or absolute.
         answer_list_file: the candidate answers, relative to root (default: the layout's ``answer_list.json``).
         max_samples: keep the first N questions.
