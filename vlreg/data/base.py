@@ -66,7 +66,7 @@ class RecordDataset(Dataset):
     def find_media(self, folders: MediaFolders, relative: str) -> str:
         """The file of a media entry, looked up in ``folders``, with the processor's suffix if it has one."""
         suffix = getattr(self.processor, "suffix", None)
-        return str(folders.find(str(Path(relative).with_suffix(suffix)) if suffix else relative))
+        return folders.find(Path(relative).with_suffix(suffix).as_posix() if suffix else relative)
 
     def __len__(self) -> int:
         return len(self.records)

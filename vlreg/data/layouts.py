@@ -65,26 +65,26 @@ class MediaFolders:
     """
 
     def __init__(self, root: str | os.PathLike, folders: Sequence[str]):
-        self.folders = [Path(os.path.normpath(Path(root) / folder)) for folder in folders]
-        self._names: dict[Path, frozenset[str]] = {}
+        self.folders = [os.path.normpath(os.path.join(root, folder)) for folder in folders]
+        self._names: dict[str, frozenset[str]] = {}
 
-    def find(self, relative: str) -> Path:
+    def find(self, relative: str) -> str:
         """``folder/relative`` for the first folder that holds it, else under the first folder."""
+        directory, _, name = relative.rpartition("/")
         for folder in self.folders:
-            path = folder / relative
-            if path.name in self._listing(path.parent):
-                return path
-        return self.folders[0] / relative
+            if name in self._listing(os.path.join(folder, directory)):
+                return os.path.join(folder, relative)
+        return os.path.join(self.folders[0], relative)
 
-    def _listing(self, directory: Path) -> frozenset[str]:
+    def _listing(self, directory: str) -> frozenset[str]:
         if directory not in self._names:
-            self._names[directory] = frozenset(os.listdir(directory)) if directory.is_dir() else frozenset()
+            self._names[directory] = frozenset(os.listdir(directory)) if os.path.isdir(directory) else frozenset()
         return self._names[directory]
 
     def check(self, reader: str) -> None:
         """DataError when none of the folders exists (media were asked for, and cannot be anywhere)."""
-        if not any(folder.is_dir() for folder in self.folders):
-            raise DataError(f"{reader}: no media folder found; looked for {', '.join(map(str, self.folders))}")
+        if not any(os.path.isdir(folder) for folder in self.folders):
+            raise DataError(f"{reader}: no media folder found; looked for {', '.join(self.folders)}")
 
     def __repr__(self) -> str:
-        return f"MediaFolders({', '.join(map(str, self.folders))})"
+        return f"MediaFolders({', '.join(self.folders)})"
