@@ -90,8 +90,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(tmp_path,
         real_write(tensors, path)
 
     monkeypatch.setattr(ckpt, "write_safetensors", fill_the_disk)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step_00000004: no space left on device; "
-                                              r"the previous checkpoint .*step_00000002 is intact") as error:
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step_00000004: no space left on device "
+                                              r"\(it needs about [\d.]+ kB, [\d.]+ .B are free on .*\); the previous "
+                                              r"checkpoint .*step_00000002 is intact: free space and run again to "
+                                              r"resume from it") as error:
         fit(tmp_path / "run", max_steps=6)
     assert isinstance(error.value, UserError)
     directory = tmp_path / "run" / "checkpoints"

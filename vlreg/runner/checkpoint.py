@@ -8,15 +8,26 @@ Layout of ``<output_dir>/checkpoints/``::
         frozen.safetensors        a hard link to the file above (only when some frozen weights have no source)
         state.pt                  optimizer, scheduler, GradScaler, RNG states of every rank, data position,
                                   step, best metric so far (torch.save; loads with weights_only=True)
-        manifest.json             which weights each file holds, and the frozen weights' sources and checksums
-        COMPLETE                  written last: a directory without it is not a checkpoint
+        manifest.json             which weights each file holds, the frozen weights' sources and checksums,
+                                  and the sha256 of each file of this checkpoint
+        COMPLETE                  written last, with the manifest's sha256: a directory without it is not a
+                                  checkpoint
     best/                         a hard-linked copy of the step directory with the best evaluation
+    corrupt-step_…/               a checkpoint whose files no longer match their checksums, moved aside
 
 Atomicity. A checkpoint is written into ``.tmp-step_…``, every file fsynced, the
 ``COMPLETE`` marker written last, the directory fsynced and then renamed to its
 final name. A crash or a full disk at any point leaves the previous checkpoints as
-they were (and a ``.tmp-`` directory, removed at the next start); ``resume: auto``
-takes the newest directory that has the marker.
+they were; a failed write removes its ``.tmp-`` directory, and the next start removes
+any left by a killed one (:func:`remove_unfinished`). On a full disk the error says
+how much space the checkpoint needs and how much is free.
+
+Integrity. Resume verifies a checkpoint's files against the checksums its manifest
+records (and the manifest against the one in ``COMPLETE``) before it reads them.
+``resume: auto`` takes the newest checkpoint that verifies: a damaged newer one is
+reported and moved aside to ``corrupt-step_…``. Loading weights into another stage
+(``init:``) verifies the same way. After resume, checkpoints beyond
+``keep_checkpoints`` (left by a run killed between writing one and rotating) are removed.
 
 Frozen weights: the ``weight_source`` protocol
 ----------------------------------------------
@@ -61,7 +72,7 @@ import torch
 from torch import nn
 
 from .. import distributed as collectives
-from ..errors import UserError
+from ..errors import UserError, os_error_in
 
 FORMAT = "vlreg-checkpoint/1"
 COMPLETE = "COMPLETE"
@@ -69,6 +80,8 @@ TRAINABLE_FILE = "trainable.safetensors"
 FROZEN_FILE = "frozen.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
+UNFINISHED = ".tmp-"
+CORRUPT = "corrupt-"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -165,14 +178,20 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write tensors to ``path`` and fsync it."""
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata={"format": FORMAT})
+    try:
+        save_file(tensors, str(path), metadata={"format": FORMAT})
+    except Exception as exc:  # safetensors reports a full disk as its own error
+        _raise_os_error(exc, path)
     _fsync_path(path)
 
 
 def write_state(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` a state dict to ``path`` and fsync it."""
     with open(path, "wb") as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as exc:  # torch reports a full disk as a RuntimeError
+            _raise_os_error(exc, path)
         f.flush()
         os.fsync(f.fileno())
 
@@ -192,9 +211,46 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def _raise_os_error(exc: Exception, path: Path) -> None:
+    """Raise the OSError behind ``exc`` (naming ``path``), or ``exc`` itself when there is none."""
+    found = os_error_in(exc)
+    if found is None:
+        raise exc
+    raise OSError(found.errno, found.strerror, str(path)) from exc
+
+
 def _describe(exc: OSError, what: str) -> str:
-    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
     return f"{what}: {reason}"
+
+
+def _nbytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested structure of dicts, lists and tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _size(nbytes: float) -> str:
+    """``12.5 MB``: a size in decimal units."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def _space(needed: int, directory: Path) -> str:
+    """``it needs about 12.5 MB, 3.1 MB are free on <directory>``."""
+    try:
+        free = f", {_size(shutil.disk_usage(directory).free)} are free on {directory}"
+    except OSError:
+        free = ""
+    return f"it needs about {_size(needed)}{free}"
 
 
 def on_main(fn: Callable[[], Any]) -> Any:
@@ -223,6 +279,47 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE).is_file()
 
 
+def remove_unfinished(directory: str | os.PathLike) -> None:
+    """Remove what interrupted writes left in a checkpoints directory (``.tmp-*``)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for stale in directory.glob(f"{UNFINISHED}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    from ..interop.weights import sha256_file
+
+    return sha256_file(path)
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise CheckpointError when a file of checkpoint ``path`` is missing or differs from its recorded checksum.
+
+    A checkpoint written before checksums were recorded passes unchecked.
+    """
+    path = Path(path)
+    marker = (path / COMPLETE).read_text(encoding="utf-8")
+    recorded = re.search(r"manifest sha256 ([0-9a-f]{64})", marker)
+    problem = None
+    if recorded and (not (path / MANIFEST_FILE).is_file() or _sha256(path / MANIFEST_FILE) != recorded.group(1)):
+        problem = f"{MANIFEST_FILE} differs from the one it was written with"
+    else:
+        for name, digest in read_manifest(path).get("sha256", {}).items():
+            if not (path / name).is_file():
+                problem = f"{name} is missing"
+            elif _sha256(path / name) != digest:
+                problem = f"{name} does not match its recorded checksum (changed or truncated)"
+            if problem:
+                break
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
+
+
 def step_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every complete ``step_N`` checkpoint in ``directory``, oldest first."""
     directory = Path(directory)
@@ -246,7 +343,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         if found:
             return found[-1][1]
     what = "does not exist" if not path.exists() else "holds no complete checkpoint (no COMPLETE marker)"
-    raise CheckpointError(f"cannot resume from {path}: it {what}")
+    raise CheckpointError(f"no vlreg checkpoint at {path}: it {what}")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -298,9 +395,13 @@ def read_tensors(path: Path, manifest: Optional[dict[str, Any]] = None) -> dict[
     from safetensors.torch import load_file
 
     manifest = manifest or read_manifest(path)
-    tensors = load_file(Path(path) / TRAINABLE_FILE)
-    if manifest["frozen"]:
-        tensors.update(load_file(Path(path) / FROZEN_FILE))
+    tensors: dict[str, torch.Tensor] = {}
+    for name in [TRAINABLE_FILE, *([FROZEN_FILE] if manifest["frozen"] else [])]:
+        try:
+            tensors.update(load_file(Path(path) / name))
+        except Exception as exc:  # noqa: BLE001 - truncated or foreign bytes are the user's to fix
+            raise CheckpointError(f"cannot read {Path(path) / name}: {' '.join(str(exc).split())}; the checkpoint "
+                                  "is damaged") from None
     return tensors
 
 
@@ -342,6 +443,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefix: str = "", ex
     whose text branch it drops).
     """
     path = resolve_checkpoint(path)
+    verify_checkpoint(path)
     manifest = read_manifest(path)
 
     def wanted(key: str) -> bool:
@@ -401,13 +503,45 @@ class Checkpointer:
         self.directory = Path(directory)
         self.keep = keep
         self._frozen_ready = False
-        if collectives.is_main() and self.directory.is_dir():
-            for stale in self.directory.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        if collectives.is_main():
+            remove_unfinished(self.directory)
 
     def latest(self) -> Optional[Path]:
         found = step_checkpoints(self.directory)
         return found[-1][1] if found else None
+
+    def latest_verified(self) -> tuple[Optional[Path], list[str]]:
+        """The newest checkpoint whose files verify, and a line for each newer one found damaged (rank 0).
+
+        A damaged checkpoint newer than a sound one is moved aside to ``corrupt-step_…``, so that
+        it is neither resumed from nor counted by the rotation; when none verifies, that is a
+        CheckpointError and nothing is moved.
+        """
+        found = step_checkpoints(self.directory)
+        damaged: list[tuple[Path, str]] = []
+        for _, path in reversed(found):
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as exc:
+                damaged.append((path, str(exc)))
+                continue
+            notes = []
+            for bad, reason in damaged:
+                aside = bad.with_name(CORRUPT + bad.name)
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(bad, aside)
+                notes.append(f"{reason}; moved to {aside.name}, resuming from the newest intact checkpoint {path.name}")
+            return path, notes
+        if damaged:
+            raise CheckpointError(f"no intact checkpoint in {self.directory}: {damaged[0][1]}" +
+                                  (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "") +
+                                  "; restore the files, or move the checkpoints away to start afresh")
+        return None, []
+
+    def prune(self) -> None:
+        """Remove the oldest step checkpoints beyond ``keep`` (rank 0)."""
+        for _, old in step_checkpoints(self.directory)[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def path(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}"
@@ -431,25 +565,28 @@ class Checkpointer:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         optim_state = get_optimizer_state_dict(model, optimizer, options=options)
         final = self.path(step)
+        needed = _nbytes(trainable) + _nbytes(optim_state) + _nbytes(frozen)
 
         def write() -> Path:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            if frozen is not None:
-                self._write_frozen(frozen)
-            tmp = self.directory / f".tmp-{final.name}"
+            tmp = self.directory / f"{UNFINISHED}{final.name}"
             try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                if frozen is not None:
+                    self._write_frozen(frozen)
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
                 write_safetensors(trainable, tmp / TRAINABLE_FILE)
                 if layout.frozen:
                     _link_or_copy(frozen_file, tmp / FROZEN_FILE)
                 write_state({**state, "step": step, "optimizer": optim_state}, tmp / STATE_FILE)
+                files = [TRAINABLE_FILE, *([FROZEN_FILE] if layout.frozen else []), STATE_FILE]
                 manifest = {"format": FORMAT, "step": step, "trainable": layout.trainable, "frozen": layout.frozen,
                             "sources": layout.sources,
                             "files": {"trainable": TRAINABLE_FILE, "frozen": FROZEN_FILE if layout.frozen else None,
-                                      "state": STATE_FILE}}
+                                      "state": STATE_FILE},
+                            "sha256": {name: _sha256(tmp / name) for name in files}}
                 write_text(json.dumps(manifest, indent=1), tmp / MANIFEST_FILE)
-                write_text(f"step {step}\n", tmp / COMPLETE)
+                write_text(f"step {step}\nmanifest sha256 {_sha256(tmp / MANIFEST_FILE)}\n", tmp / COMPLETE)
                 _fsync_path(tmp)
                 if final.exists():
                     shutil.rmtree(final)
@@ -458,9 +595,13 @@ class Checkpointer:
             except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 previous = self.latest()
-                kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-                raise CheckpointError(f"{_describe(exc, f'cannot write checkpoint {final}')}; {kept}") from exc
-            self._rotate()
+                kept = (f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists")
+                what = _describe(exc, f"cannot write checkpoint {final}")
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    then = " to resume from it" if previous else ""
+                    what, kept = f"{what} ({_space(needed, self.directory)})", f"{kept}: free space and run again{then}"
+                raise CheckpointError(f"{what}; {kept}") from exc
+            self.prune()
             return final
 
         on_main(write)
@@ -469,21 +610,16 @@ class Checkpointer:
 
     def _write_frozen(self, frozen: dict[str, torch.Tensor]) -> None:
         target = self.directory / FROZEN_FILE
-        tmp = self.directory / f".tmp-{FROZEN_FILE}"
+        tmp = self.directory / f"{UNFINISHED}{FROZEN_FILE}"
         try:
             write_safetensors(frozen, tmp)
             os.replace(tmp, target)
-        except OSError as exc:
+        finally:
             tmp.unlink(missing_ok=True)
-            raise CheckpointError(_describe(exc, f"cannot write {target}")) from exc
-
-    def _rotate(self) -> None:
-        for _, old in step_checkpoints(self.directory)[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def mark_best(self, step: int) -> Path:
         """Make ``best/`` a hard-linked copy of checkpoint ``step`` (replacing the previous best)."""
-        best, tmp, old = self.directory / "best", self.directory / ".tmp-best", self.directory / ".tmp-old-best"
+        best, tmp, old = (self.directory / name for name in ("best", f"{UNFINISHED}best", f"{UNFINISHED}old-best"))
 
         def link() -> None:
             try:

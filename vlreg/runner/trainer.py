@@ -31,7 +31,7 @@ from torch import nn
 from .. import distributed as collectives
 from ..errors import ConfigError, UserError
 from ..registry import register
-from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints
+from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
 from .config import RunConfig
 from .context import EvalContext, autocast
 from .data import TrainStream, to_device
@@ -55,7 +55,11 @@ def _loss_of(outputs: Any, task: Any) -> torch.Tensor:
 
 
 class _Window:
-    """Sums of what a metrics line reports, since the last line."""
+    """Sums of what a metrics line reports, since the last line.
+
+    Checkpoints hold it, so that the first line after a resume averages the same steps
+    as an uninterrupted run's (those before the interruption included).
+    """
 
     def __init__(self) -> None:
         self.values: dict[str, torch.Tensor] = {}
@@ -69,6 +73,15 @@ class _Window:
         self.wait += wait
         self.elapsed += elapsed
         self.grad_norm += grad_norm
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": {k: float(v) for k, v in self.values.items()}, "steps": self.steps, "wait": self.wait,
+                "elapsed": self.elapsed, "grad_norm": self.grad_norm}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.values = {k: torch.tensor(v, device=device) for k, v in state["values"].items()}
+        self.steps, self.wait, self.elapsed, self.grad_norm = (state[k] for k in ("steps", "wait", "elapsed",
+                                                                                   "grad_norm"))
 
 
 @register("runner", "trainer")
@@ -99,6 +112,7 @@ class Trainer:
         set_deterministic(cfg.deterministic)
         self.model, self.task = model, task
         self.step, self.skipped, self.in_row, self.time_before = 0, 0, 0, 0.0
+        self.window = _Window()
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.final_metrics: dict[str, float] = {}
         self.last_eval_step = self.last_saved_step = -1
@@ -162,22 +176,21 @@ class Trainer:
 
     def _loop(self, eval_dataset: Any) -> None:
         cfg = self.config
-        window = _Window()
         steps_per_epoch = self.stream.steps_per_epoch
         pending = False
         while self.step < self.total_steps:
             began = time.perf_counter()
             outputs, grad_norm, ok, wait = self._optimizer_step()
             self.step += 1
-            window.add(outputs, grad_norm, wait, time.perf_counter() - began)
+            self.window.add(outputs, grad_norm, wait, time.perf_counter() - began)
             self.progress.advance(self.step)
             if not ok:
                 self._note_nonfinite()
             else:
                 self.in_row = 0
             if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                self._log_window(window)
-                window = _Window()
+                self._log_window(self.window)
+                self.window = _Window()
             epoch_end = steps_per_epoch is not None and self.step % steps_per_epoch == 0
             if cfg.max_epochs is not None:
                 eval_due = epoch_end and cfg.eval_every is not None and (self.step // steps_per_epoch) % cfg.eval_every == 0
@@ -348,14 +361,19 @@ class Trainer:
                                       "false: set run.resume=auto to continue that run, or choose another output_dir")
                 return None
             if resume == "auto":
-                return None if latest is None else str(latest)
-            path = resolve_checkpoint(resume)
-            step = read_manifest(path)["step"]
-            newer = [p.name for s, p in step_checkpoints(directory) if s > step]
-            if newer:
-                raise ConfigError(f"{directory} holds checkpoints newer than {path} ({', '.join(newer)}): move "
-                                  "them away, or resume from the newest with run.resume=auto")
-            return str(path)
+                path, notes = self.checkpoints.latest_verified()
+                for note in notes:
+                    print(f"[vlreg] {note}", flush=True)
+            else:
+                path = resolve_checkpoint(resume)
+                verify_checkpoint(path)
+                step = read_manifest(path)["step"]
+                newer = [p.name for s, p in step_checkpoints(directory) if s > step]
+                if newer:
+                    raise ConfigError(f"{directory} holds checkpoints newer than {path} ({', '.join(newer)}): move "
+                                      "them away, or resume from the newest with run.resume=auto")
+            self.checkpoints.prune()  # a run killed between a checkpoint and its rotation left one too many
+            return None if path is None else str(path)
 
         chosen = collectives.broadcast_object(on_main(decide))
         return Path(chosen) if chosen is not None else None
@@ -371,6 +389,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": collectives.all_gather_objects(rng_state()),
             "data": collectives.all_gather_objects(self.stream.state_dict()),
+            "window": collectives.all_gather_objects(self.window.state_dict()),
             "best": dict(self.best),
             "skipped_steps": self.skipped,
             "nonfinite_in_row": self.in_row,
@@ -404,6 +423,8 @@ class Trainer:
                               f"made on {state['world_size']}: the data position is per process")
         if state["world_size"] == env.world_size:
             set_rng_state(state["rng"][env.rank])
+            if state.get("window"):  # not in checkpoints written before windows were kept
+                self.window.load_state_dict(state["window"][env.rank], env.device)
         else:
             warnings.warn(f"resuming on {env.world_size} processes a run checkpointed on {state['world_size']}: "
                           "random streams (dropout) are reseeded, so the run will not match an uninterrupted one",
