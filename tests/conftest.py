@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import torch
+
+# The suite checks numbers (parity with transformers, exact resumes), so it runs in fp32 on every CPU:
+# `precision: auto` would otherwise mean bf16 on CPUs with native bf16 and fp32 on the others.
+# tests/test_device.py checks what auto resolves to, with the CPU's capabilities mocked.
+os.environ.setdefault("VLREG_CPU_BF16", "0")
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle", "star"]

@@ -345,7 +345,9 @@ def test_encoder_configs_build():
         enc = build("encoder", load_config(f"encoders/{name}.yaml"))
         media, mask = enc.example_input(2)
         assert enc(media, mask).tokens.shape == tokens, name
-    with dry_build():
+    from vlreg.device import frozen_precision
+
+    with dry_build(), frozen_precision("bf16"):  # precision auto: a bf16 run's frozen encoder is bf16
         for name, width in (("eva_vit_g", 1408), ("clip_vit_l", 1024)):
             enc = build("encoder", load_config(f"encoders/{name}.yaml"))
             assert (enc.width, enc.num_tokens, enc.precision) == (width, 257, "bf16")

@@ -332,14 +332,16 @@ def t5_parameters(c: dict) -> int:
 
 
 @pytest.mark.parametrize("file, count, width, dtype", [
-    ("opt-2.7b", 2_651_596_800, 2560, torch.float16),
+    ("opt-2.7b", 2_651_596_800, 2560, torch.float16),  # auto: the run's precision (here an fp16 GPU run's)
     ("opt-6.7b", 6_658_473_984, 4096, torch.float16),
-    ("flant5-xl", 2_849_757_184, 2048, torch.bfloat16),
+    ("flant5-xl", 2_849_757_184, 2048, torch.bfloat16),  # bf16 always: T5 overflows in fp16
     ("flant5-xxl", 11_135_332_352, 4096, torch.bfloat16),
 ])
 def test_paper_scale_configs_dry_build_with_exact_sizes(file, count, width, dtype):
+    from vlreg.device import frozen_precision
+
     cfg = load_config(f"llms/{file}.yaml")
-    with dry_build():
+    with dry_build(), frozen_precision("fp16"):
         llm = build("llm", cfg)
     formula = opt_parameters if cfg.config.model_type == "opt" else t5_parameters
     assert llm.num_parameters() == count == formula(cfg.config)

@@ -233,13 +233,18 @@ def without_env(cfg: Any) -> Any:
     return OmegaConf.create(escape(OmegaConf.to_container(cfg, resolve=False)))
 
 
-def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write the fully resolved config as YAML (used for a run's output directory)."""
+def save_config(cfg: Any, path: str | os.PathLike, comment: str = "") -> Path:
+    """Write the fully resolved config as YAML (used for a run's output directory).
+
+    ``comment`` (e.g. what ``precision: auto`` resolved to on this machine) heads the file as
+    ``#`` lines, which reading the file back ignores.
+    """
     from omegaconf import OmegaConf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    tmp.write_text(header + OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
     os.replace(tmp, path)
     return path

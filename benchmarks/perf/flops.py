@@ -124,10 +124,10 @@ def utilisation(pair: Pair, seconds: dict[str, float], counted: float) -> list[R
                                          pair.texts)
     batch, positions = mask.shape
     plan = packed_plan(llm.model.config, mask)  # the rows the LLM really runs (packed, or the padded batch)
-    llm_rows = batch if plan is None else len(plan)
+    llm_rows = batch if plan is None else len(plan.rows)
     if plan is not None:
         lengths = mask.sum(dim=1).tolist()
-        positions = max(sum(lengths[i] for i in row) for row in plan)
+        positions = max(sum(lengths[i] for i in row) for row in plan.rows)
     scored = int((targets != -100).sum())
     flops = step_flops(pair.vlreg, batch, llm_rows, positions, scored)
     matmuls = step_flops(pair.vlreg, batch, llm_rows, positions, scored, attention=False).total

@@ -30,7 +30,7 @@ from typing import ClassVar, Iterator, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _dry_build = False
@@ -93,14 +93,21 @@ class Component(nn.Module):
     frozen: bool = False
     precision: str = "fp32"
 
-    def configure_frozen(self, frozen: bool, precision: Precision = "fp32") -> None:
+    def configure_frozen(self, frozen: bool, precision: Precision = "auto") -> None:
         """Freeze (no gradients, eval mode) and cast to ``precision`` when frozen.
 
-        A trainable component must stay fp32 (autocast handles mixed precision
-        for trainable weights); asking for bf16 on one is an error.
+        ``auto`` resolves by the device (:mod:`vlreg.device`) for frozen weights, and means
+        fp32 for trainable ones. A trainable component must stay fp32 (autocast handles mixed
+        precision for trainable weights); asking for bf16 on one is an error.
         """
-        if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
+        from ..device import frozen_weights_precision
+
+        if precision != "auto" and precision not in DTYPES:
+            raise ValueError(f"precision must be auto or one of {', '.join(DTYPES)}, got {precision!r}")
+        if precision == "auto":
+            precision = frozen_weights_precision("auto") if frozen else "fp32"
+        elif frozen:
+            precision = frozen_weights_precision(precision)
         if precision != "fp32" and not frozen:
             from ..errors import ConfigError
 

@@ -47,8 +47,11 @@ class RunConfig:
             ``L`` gets ``lr * layer_decay ** (L + 1 - i)``; None disables it.
         grad_clip: clip the global gradient norm to this value; None: no clipping
             (the norm is still measured and logged).
-        precision: ``fp32``; ``bf16`` (autocast, CPU or GPU); ``fp16`` (autocast and a
-            GradScaler, GPU only). Trainable weights and optimizer state stay fp32.
+        precision: ``auto`` (by the device: bf16 on GPUs that compute it, else fp16; bf16 on
+            CPUs with native bf16, AMX or AVX-512 BF16, else fp32; see :mod:`vlreg.device`);
+            ``fp32``; ``bf16`` (autocast, CPU or GPU); ``fp16`` (autocast and a GradScaler, GPU
+            only). Trainable weights and optimizer state stay fp32. The frozen components'
+            ``precision: auto`` follows the resolved value.
         seed: seeds python, numpy and torch (plus the rank), the data order and
             every sample's augmentation.
         deterministic: ask torch for deterministic algorithms (slower; warns where
@@ -92,7 +95,7 @@ class RunConfig:
     warmup_start_lr: float = 0.0
     layer_decay: Optional[float] = None
     grad_clip: Optional[float] = None
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 42
     deterministic: bool = False
     eval_every: Optional[int] = None

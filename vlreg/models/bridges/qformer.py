@@ -21,6 +21,7 @@ without text embeddings, text feed-forwards or stage-1 heads.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ... import distributed
-from ...errors import ConfigError
+from ...errors import ConfigError, unpickling_failure
 from ...registry import register
 from ..base import Bridge, Features, Precision, Prompts, is_dry_build
 from ..losses import itc_loss, itm_loss, query_similarity, sample_hard_negatives
@@ -102,7 +103,7 @@ class QFormer(Bridge):
         embed_dim: int = 256,
         init_from: Optional[str] = None,
         frozen: bool = False,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
     ):
         super().__init__()
         if vision_width is None:
@@ -159,6 +160,8 @@ class QFormer(Bridge):
 
         try:
             bert = BertForMaskedLM.from_pretrained(source)
+        except pickle.UnpicklingError as exc:
+            raise ConfigError(f"qformer: init_from: {unpickling_failure(exc, repr(source))}") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"qformer: cannot load BERT checkpoint {source!r} (init_from): "
                               f"{' '.join(str(exc).split())[:300]}") from None

@@ -28,7 +28,7 @@ class PrecomputedFeatures(Encoder):
         width: the output width; None keeps ``input_width`` with no projection.
         layer_norm: normalise each feature vector first (features of another model's scale).
         frozen: freeze the LayerNorm and projection (both are new, so trainable by default).
-        precision: the dtype of frozen weights; the tokens come back as float32.
+        precision: the dtype of frozen weights (``auto``: by the device); the tokens come back as float32.
     """
 
     modality = "features"
@@ -40,7 +40,7 @@ class PrecomputedFeatures(Encoder):
         width: Optional[int] = None,
         layer_norm: bool = False,
         frozen: bool = False,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
     ):
         super().__init__()
         if min(input_width, num_tokens, width or 1) < 1:

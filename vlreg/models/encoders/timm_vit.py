@@ -66,7 +66,8 @@ class TimmViT(Encoder):
         final_norm: a LayerNorm after the blocks, like BLIP-2's ``ln_vision``; it belongs to
             this encoder and is frozen with it.
         frozen: no gradients, eval mode, and no autograd graph in ``forward``.
-        precision: the dtype of frozen weights (``bf16``/``fp16`` halve memory and run faster);
+        precision: the dtype of frozen weights (``auto``: by the device, see :mod:`vlreg.device`;
+            ``bf16``/``fp16`` halve memory and run faster where the device computes them natively);
             inputs are cast to it and the tokens come back as float32.
         grad_checkpointing: recompute block activations during backward (fine-tuning an
             unfrozen encoder at large batch); uses timm's ``set_grad_checkpointing``.
@@ -94,7 +95,7 @@ class TimmViT(Encoder):
         drop_last_blocks: int = 0,
         final_norm: bool = False,
         frozen: bool = True,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         grad_checkpointing: bool = False,
     ):
         super().__init__()
@@ -233,7 +234,7 @@ class TimmViTPreset(TimmViT):
         checkpoint: Optional[str] = None,
         img_size: int = 224,
         frozen: bool = True,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         grad_checkpointing: bool = False,
     ):
         super().__init__(self.timm_model, img_size=img_size, pretrained=pretrained, checkpoint=checkpoint,

@@ -52,16 +52,16 @@ class CausalLM(TransformersLM):
         - The output head runs only at the K scored positions (transformers' ``logits_to_keep``
           with a boolean mask), giving logits ``[K, V]`` instead of ``[B, Q+T, V]``: the prompts,
           the context and the padding never meet the vocabulary, forward or backward.
-        - Where it saves work, the sequences are packed into fewer rows without their padding
-          (:mod:`vlreg.models.llms.packing`; model types listed there).
+        - Where it saves work on this device's attention kernel, the sequences are packed into
+          fewer rows without their padding (:mod:`vlreg.models.llms.packing`).
         """
         embeds, mask, next_tokens = self.sequences(prompts, text_input, text_output)
         next_tokens = next_tokens.to(embeds.device)
-        rows = packed_plan(self.model.config, mask)
-        if rows is None:
+        plan = packed_plan(self.model.config, mask)
+        if plan is None:
             attention, positions = mask.long(), position_ids(mask)
         else:
-            packed = pack(embeds, mask, position_ids(mask), next_tokens, rows)
+            packed = pack(embeds, mask, position_ids(mask), next_tokens, plan)
             embeds, attention, positions, next_tokens = packed.embeds, packed.attention, packed.positions, packed.targets
         scored = next_tokens != IGNORE
         logits = self.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,

@@ -10,9 +10,22 @@ Longer rows make attention dearer (its cost per position grows with the row's le
 linear layers only see fewer positions, so :func:`plan_rows` picks the number of rows with the
 smallest estimated cost, which is ``B`` (no packing) when padding is rare or the model is narrow.
 
-Packing needs a model that takes a custom 4-D boolean attention mask and position ids:
-transformers' SDPA attention of the model types in :data:`PACKED_MODEL_TYPES` (each checked
-against the padded computation in ``tests/test_perf_paths.py``), without sliding windows.
+Whether to pack is decided per device (:func:`packed_plan`), because what packing costs depends on the
+attention kernel the device runs:
+
+- **CPU**, transformers' SDPA attention: the rows carry a dense block-diagonal mask, and
+  :func:`plan_rows` weighs the shorter rows against the longer attention. Measured a win on CPU
+  (``benchmarks/perf``), and checked equal to the padded computation in ``tests/test_perf_paths.py``.
+- **CUDA** with FlashAttention (``attn_implementation: flash_attention_2`` or ``_3``): padding-free
+  in transformers' own format: every sequence end to end in one row, position ids restarting at 0 for
+  each, and no attention mask; the FlashAttention path reads the sequence boundaries from the position
+  ids (variable-length attention), so no position attends across sequences and none is wasted on padding.
+- **CUDA** with any other attention: the padded batch. A dense mask would take SDPA off its fused
+  kernels, which costs more than the padding saves (on an H200 at paper scale, packing with a dense
+  mask made the stage-2 step 24 % slower than the padded one).
+
+Model types in :data:`PACKED_MODEL_TYPES` (whose attention takes a custom 4-D boolean mask and
+position ids), without sliding windows.
 """
 
 from __future__ import annotations
@@ -24,13 +37,23 @@ import torch
 from torch import Tensor
 
 PACKED_MODEL_TYPES = ("opt", "gpt2", "llama")
-"""Model types whose training batches :func:`can_pack` packs."""
+"""Model types whose training batches :func:`packed_plan` may pack."""
 
 
-def can_pack(config: Any) -> bool:
-    """Whether a transformers model config takes packed rows (see the module docstring)."""
-    return (config.model_type in PACKED_MODEL_TYPES and getattr(config, "_attn_implementation", None) == "sdpa"
-            and not getattr(config, "sliding_window", None))
+def packing_kernel(config: Any, device: torch.device) -> Optional[str]:
+    """How training batches of a model with transformers config ``config`` are packed on ``device``.
+
+    ``"dense"`` (CPU, SDPA: rows with a block-diagonal mask), ``"varlen"`` (CUDA, FlashAttention: one
+    row, boundaries from the position ids), or None (the padded batch); see the module docstring.
+    """
+    if config.model_type not in PACKED_MODEL_TYPES or getattr(config, "sliding_window", None):
+        return None
+    attention = getattr(config, "_attn_implementation", None) or ""
+    if device.type == "cpu" and attention == "sdpa":
+        return "dense"
+    if device.type == "cuda" and attention.startswith("flash_attention"):
+        return "varlen"
+    return None
 
 
 def plan_rows(lengths: Sequence[int], width: int, ffn: int) -> list[list[int]]:
@@ -62,23 +85,33 @@ class PackedRows:
     """Sequences packed into ``R`` rows of ``C`` positions.
 
     ``embeds`` ``[R, C, width]``; ``attention`` ``[R, 1, C, C]`` bool (True = may attend: earlier
-    positions of the same sequence; a row's trailing padding attends to itself only);
-    ``positions`` ``[R, C]`` long, from 0 in each sequence; ``targets`` ``[R, C]`` long
-    (``IGNORE`` where nothing is scored).
+    positions of the same sequence; a row's trailing padding attends to itself only), or None where
+    the model reads the boundaries from the positions (``varlen``); ``positions`` ``[R, C]`` long,
+    from 0 in each sequence; ``targets`` ``[R, C]`` long (``IGNORE`` where nothing is scored).
     """
 
     embeds: Tensor
-    attention: Tensor
+    attention: Optional[Tensor]
     positions: Tensor
     targets: Tensor
 
 
-def pack(embeds: Tensor, mask: Tensor, positions: Tensor, targets: Tensor, rows: list[list[int]]) -> PackedRows:
+@dataclass
+class PackingPlan:
+    """Which sequences share a row (``rows[r]``: sequence indices in order along row ``r``), and
+    whether the rows need a dense block-diagonal mask (``dense_mask``) or none (``varlen``)."""
+
+    rows: list[list[int]]
+    dense_mask: bool
+
+
+def pack(embeds: Tensor, mask: Tensor, positions: Tensor, targets: Tensor, plan: PackingPlan) -> PackedRows:
     """Pack the real positions (``mask`` True) of ``[B, L]`` sequences into the rows of a plan.
 
-    ``embeds`` ``[B, L, width]``; ``mask``, ``positions``, ``targets`` ``[B, L]``; ``rows`` from
-    :func:`plan_rows`. Masked positions (padding, masked prompts) are left out.
+    ``embeds`` ``[B, L, width]``; ``mask``, ``positions``, ``targets`` ``[B, L]``; ``plan`` from
+    :func:`packed_plan`. Masked positions (padding, masked prompts) are left out.
     """
+    rows = plan.rows
     lengths = mask.sum(dim=1).tolist()
     columns = max(sum(lengths[i] for i in row) for row in rows)
     device = embeds.device
@@ -93,18 +126,23 @@ def pack(embeds: Tensor, mask: Tensor, positions: Tensor, targets: Tensor, rows:
         sequence[r, :used] = torch.cat([torch.full((lengths[i],), i, device=device) for i in members])
         packed_positions[r, :used] = torch.cat([positions[i][mask[i]] for i in members])
         packed_targets[r, :used] = torch.cat([targets[i][mask[i]] for i in members])
-    index = torch.arange(columns, device=device)
-    causal = index[None, :] <= index[:, None]
-    same = (sequence[:, :, None] == sequence[:, None, :]) & (sequence[:, None, :] >= 0)
-    attention = (same & causal) | torch.eye(columns, dtype=torch.bool, device=device)
-    return PackedRows(torch.stack(rows_embeds), attention[:, None], packed_positions, packed_targets)
+    attention = None
+    if plan.dense_mask:
+        index = torch.arange(columns, device=device)
+        causal = index[None, :] <= index[:, None]
+        same = (sequence[:, :, None] == sequence[:, None, :]) & (sequence[:, None, :] >= 0)
+        attention = ((same & causal) | torch.eye(columns, dtype=torch.bool, device=device))[:, None]
+    return PackedRows(torch.stack(rows_embeds), attention, packed_positions, packed_targets)
 
 
-def packed_plan(config: Any, mask: Tensor) -> Optional[list[list[int]]]:
-    """The rows to pack a ``[B, L]`` batch into, or None when packing would not save work (or cannot)."""
-    if not can_pack(config) or mask.shape[0] < 2:
+def packed_plan(config: Any, mask: Tensor) -> Optional[PackingPlan]:
+    """How to pack a ``[B, L]`` batch on ``mask``'s device, or None for the padded batch (no gain, or no kernel)."""
+    kernel = packing_kernel(config, mask.device)
+    if kernel is None or mask.shape[0] < 2:
         return None
+    if kernel == "varlen":  # attention costs nothing across sequences: one row, no padding at all
+        return PackingPlan([list(range(mask.shape[0]))], dense_mask=False)
     width = config.hidden_size
     ffn = getattr(config, "ffn_dim", None) or getattr(config, "intermediate_size", None) or 4 * width
     rows = plan_rows(mask.sum(dim=1).tolist(), width, ffn)
-    return rows if len(rows) < mask.shape[0] else None
+    return PackingPlan(rows, dense_mask=True) if len(rows) < mask.shape[0] else None

@@ -82,7 +82,7 @@ class PFormer(Prompter):
             is referenced by source and checksum in later checkpoints
             (:meth:`weight_source`), never copied into them.
         frozen: stage 0 trains it (false); stages 1 and 2 use it as a frozen alignment target (true).
-        precision: dtype of the frozen weights.
+        precision: dtype of the frozen weights (``auto``: by the device, see :mod:`vlreg.device`).
     """
 
     def __init__(
@@ -105,7 +105,7 @@ class PFormer(Prompter):
         init_from: Optional[str] = None,
         checkpoint: Optional[str] = None,
         frozen: bool = False,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
     ):
         super().__init__()
         _check_settings(num_prompts, num_layers, hidden_size, num_heads, llm_width, max_text_length,

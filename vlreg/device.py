@@ -1,0 +1,200 @@
+"""What the device computes natively, and the precision ``auto`` becomes there.
+
+``auto`` is the default of ``run.precision`` and of every frozen component's ``precision``.
+It resolves by the device's capability, never by the machine a recipe was written on:
+
+- **CUDA**: ``bf16`` where the GPU computes it (``torch.cuda.is_bf16_supported()``: compute
+  capability 8.0 and newer), else ``fp16`` (training then scales the loss with a GradScaler);
+- **CPU**: ``bf16`` where the CPU has native bf16 matrix instructions (AMX or AVX-512 BF16 on
+  x86, the BF16 extension on Arm), else ``fp32``. Never ``fp16`` on a CPU.
+
+Without native instructions a CPU emulates bf16, and a bf16 matmul there runs tens of times
+*slower* than fp32 (about 55 times on a Zen 2/3 EPYC with AVX2 only); with AVX-512 BF16 it runs
+about twice as fast as fp32, and with AMX about nine times. An explicit ``bf16`` on a CPU without
+native bf16 is honoured, with a one-line warning.
+
+``VLREG_CPU_BF16=0`` (or ``1``) overrides what the CPU is taken to compute natively, for example
+to time a recipe as it runs on a CPU without bf16.
+
+Inside :func:`frozen_precision`, a frozen component's ``auto`` follows the run's precision
+instead (so that ``run.precision=fp32`` makes the whole run fp32); outside, it resolves by
+the device like ``run.precision``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Optional
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CPU_BF16_ENV = "VLREG_CPU_BF16"
+
+
+@dataclass(frozen=True)
+class CpuBf16:
+    """Whether this CPU computes bf16 natively, and what that was decided from."""
+
+    native: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """A precision as asked for (``requested``), as resolved for a device (``precision``), and why."""
+
+    requested: str
+    precision: str
+    reason: str
+    device: str
+
+    def describe(self) -> str:
+        """One line: ``bf16 (auto on cpu: AMD EPYC has AVX-512 BF16)``."""
+        how = "auto" if self.requested == "auto" else "as set"
+        return f"{self.precision} ({how} on {self.device}: {self.reason})"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"requested": self.requested, "precision": self.precision, "device": self.device,
+                "reason": self.reason}
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as ``lscpu`` shows it (``platform.processor()`` where unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on Arm); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith(("flags", "features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _torch_capabilities() -> dict[str, Any]:
+    import torch
+
+    get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    try:
+        return dict(get()) if get is not None else {}
+    except Exception:  # an old torch, or a CPU its probe does not know
+        return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _detected_cpu_bf16() -> CpuBf16:
+    name = cpu_name()
+    capabilities = _torch_capabilities()
+    flags = cpu_flags()
+    if capabilities.get("amx_bf16") or "amx_bf16" in flags:
+        return CpuBf16(True, f"{name} has AMX (bf16)")
+    if capabilities.get("avx512_bf16") or "avx512_bf16" in flags:
+        return CpuBf16(True, f"{name} has AVX-512 BF16")
+    if platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags:
+        return CpuBf16(True, f"{name} has the Arm BF16 extension")
+    best = "AVX-512" if capabilities.get("avx512_f") or "avx512f" in flags else \
+        "AVX2" if capabilities.get("avx2") or "avx2" in flags else "no AVX2"
+    return CpuBf16(False, f"{name} has {best} but no native bf16 (no AVX-512 BF16 or AMX)")
+
+
+def cpu_bf16() -> CpuBf16:
+    """Whether this CPU computes bf16 natively; ``VLREG_CPU_BF16=0|1`` overrides the detection."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return CpuBf16(forced == "1", f"{CPU_BF16_ENV}={forced}")
+    if forced:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{CPU_BF16_ENV} must be 0 or 1, got {forced!r}")
+    return _detected_cpu_bf16()
+
+
+def default_device_type() -> str:
+    """``cuda`` where a GPU is visible (where a run trains by default), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(requested: str, device: Any = None) -> PrecisionChoice:
+    """What ``requested`` (``auto``, ``fp32``, ``bf16``, ``fp16``) means on ``device`` (default: :func:`default_device_type`).
+
+    ``auto`` resolves as the module docstring says; an explicit precision is kept. A bf16 request
+    on a CPU without native bf16 is kept too, and warned about once (see :func:`warn_if_slow`).
+    """
+    device_type = getattr(device, "type", None) or (str(device).split(":")[0] if device else default_device_type())
+    if requested not in ("auto", *PRECISIONS):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {requested!r}")
+    if device_type == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(getattr(device, "index", None) or 0)
+        if requested != "auto":
+            return PrecisionChoice(requested, requested, name, "cuda")
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice(requested, "bf16", f"{name} computes bf16", "cuda")
+        return PrecisionChoice(requested, "fp16", f"{name} has no bf16; fp16 with loss scaling", "cuda")
+    if device_type != "cpu":
+        return PrecisionChoice(requested, "fp32" if requested == "auto" else requested,
+                               "no rule for this device: fp32", device_type)
+    capability = cpu_bf16()
+    if requested == "auto":
+        return PrecisionChoice(requested, "bf16" if capability.native else "fp32", capability.reason, "cpu")
+    warn_if_slow(requested, capability)
+    return PrecisionChoice(requested, requested, capability.reason, "cpu")
+
+
+_warned: set[str] = set()
+
+
+def warn_if_slow(precision: str, capability: Optional[CpuBf16] = None) -> None:
+    """One line on stderr, once per process, when ``precision`` is bf16 on a CPU that emulates it."""
+    capability = capability or cpu_bf16()
+    if precision != "bf16" or capability.native or "bf16" in _warned:
+        return
+    _warned.add("bf16")
+    print(f"[vlreg] warning: precision bf16 on a CPU without native bf16 ({capability.reason}): bf16 matrix "
+          "products run tens of times slower than fp32 here (about 55x on AVX2-only CPUs); "
+          "use precision: auto or fp32", file=sys.stderr, flush=True)
+
+
+_run_precision: list[str] = []
+
+
+@contextlib.contextmanager
+def frozen_precision(precision: str) -> Iterator[None]:
+    """Within, a frozen component's ``precision: auto`` means ``precision`` (a run's resolved precision)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _run_precision.append(precision)
+    try:
+        yield
+    finally:
+        _run_precision.pop()
+
+
+def frozen_weights_precision(requested: str) -> str:
+    """The dtype name a frozen component keeps its weights in, for its ``precision`` setting."""
+    if requested != "auto":
+        if requested == "bf16":
+            resolve_precision(requested)  # warns where the CPU emulates bf16
+        return requested
+    if _run_precision:
+        return _run_precision[-1]
+    return resolve_precision("auto").precision
