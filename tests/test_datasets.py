@@ -416,14 +416,22 @@ def test_report_thresholds():
     bad = [BadSample(f"f{i}.jpg", "file not found") for i in range(8)]
     known = BadMediaReport("known", 0.05, expected_total=100)
     known.record(10, bad[:5])  # 5 of an epoch of 100: still possible to end at 5%
-    with pytest.raises(DataError, match=r"known: 6 bad media files among 16 items seen .* e.g. f0.jpg \(file not found\)"):
+    with pytest.raises(DataError, match=r"known: 6 bad media files among 16 items seen \(6.0% of 100\) .* e.g. "
+                                        r"f0.jpg \(file not found\)"):
         known.record(0, bad[5:6])  # 6 > 5% of 100: the epoch cannot end below the threshold
+    exact = BadMediaReport("exact", 0.05, expected_total=60)
+    exact.record(50, bad[:3])  # 3 of 60 is exactly 5%, though only 53 were seen (the last batch was dropped)
+    exact.end_epoch()
+    pictures = BadMediaReport("pictures", 0.05, expected_total=300)  # 3 bad pictures, 5 captions each
+    pictures.record(285, [BadSample(f"p{i}.jpg", "truncated") for i in range(3) for _ in range(5)])
+    assert pictures.end_epoch().startswith("pictures: skipped 3 bad media files (15 items) of 300 items (5.0%)")
+    assert pictures.epochs[-1]["bad"] == 3 and len(pictures.epochs[-1]["files"]) == 3
     stream = BadMediaReport("stream", 0.05, min_seen=100)
     stream.record(10, bad[:3])  # 23% of 13 seen, but too few seen to judge a stream
     stream.record(150, [])
     stream.record(0, bad[3:8])  # 8 of 168 = 4.8%: fine
-    with pytest.raises(DataError, match=r"10 bad media files among 170 items seen \(5.9%\).* and 5 more"):
-        stream.record(0, [BadSample("g.jpg", "x")] * 2)
+    with pytest.raises(DataError, match=r"9 bad media files \(10 items\) among 170 items seen \(5.9%\).* and 4 more"):
+        stream.record(0, [BadSample("g.jpg", "x")] * 2)  # one file, two items (two captions of one picture)
     clean = BadMediaReport("clean", 0.05)
     clean.record(40, [])
     assert clean.end_epoch() == "clean: 40 items, no bad media files" and clean.seen == 0

@@ -39,14 +39,16 @@ def caption_set(world, n=6):
                              "max_samples": n})
 
 
-def test_a_bad_image_is_skipped_counted_and_left_out_of_the_scores(world, model, tmp_path):
+def test_a_bad_image_is_skipped_counted_named_and_left_out_of_the_scores(world, model, tmp_path, caplog):
     dataset = caption_set(world)
     broken = dataset.records[2]
     with open(broken["media_path"], "r+b") as f:
         f.truncate(64)
-    metrics = evaluate(model, {"name": "caption", "num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 1,
-                               "metrics": ["Bleu"]}, dataset, tmp_path / "run")
+    with caplog.at_level("WARNING", logger="vlreg.data"):
+        metrics = evaluate(model, {"name": "caption", "num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 1,
+                                   "metrics": ["Bleu"]}, dataset, tmp_path / "run")
     assert metrics["skipped_media"] == 1
+    assert f"evaluation: skipped 1 bad media files of 6 items (16.7%): {broken['media_path']} (" in caplog.text
     predictions = json.loads(next((tmp_path / "run" / "predictions").glob("caption_step0.json")).read_text())
     assert len(predictions) == 5 and broken["image_id"] not in {p["image_id"] for p in predictions}
 

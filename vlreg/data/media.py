@@ -14,7 +14,9 @@ with DataLoader workers (whose own counters would be lost)::
     # and DataError beyond max_bad_fraction
 
 :class:`BadMediaReport` fails the run with a :class:`~vlreg.errors.DataError` that
-names a few files when more than ``max_bad_fraction`` of the items seen are bad.
+names a few files when more than ``max_bad_fraction`` of the dataset's items are bad
+(of the items seen, for a stream of unknown length). Counts are of files: a picture
+with five captions is one bad file, and five of the items.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ class BadMediaReport:
 
     Args:
         name: the dataset, as named in messages (e.g. ``"coco_caption train"``).
-        max_bad_fraction: the largest tolerated share of bad items among the items seen.
-        expected_total: the items in one epoch when known (map-style datasets). The run
-            then fails as soon as the bad items alone exceed the fraction of this total,
-            since the epoch can no longer end below the threshold.
+        max_bad_fraction: the largest tolerated share of bad items (3 bad of 60 passes 0.05).
+        expected_total: the items in one epoch when known (map-style datasets): the share is
+            of this total, and the run fails as soon as the bad items alone exceed it, since
+            the epoch can no longer end below the threshold.
         min_seen: for streams of unknown length, the fraction is checked after every
             batch once this many items were seen (earlier, a few bad files at the start
             would fail a healthy run), and at the end of the epoch.
@@ -81,11 +83,18 @@ class BadMediaReport:
 
     @property
     def num_bad(self) -> int:
+        """Bad media files (each counted once, however many items share it)."""
+        return len({b.path for b in self.bad})
+
+    @property
+    def bad_items(self) -> int:
         return len(self.bad)
 
     @property
     def fraction(self) -> float:
-        return self.num_bad / self.seen if self.seen else 0.0
+        """The share of bad items: of the dataset when its size is known, else of the items seen."""
+        total = self.expected_total or self.seen
+        return self.bad_items / total if total else 0.0
 
     def record(self, num_good: int, bad: Iterable[BadSample]) -> None:
         """Count one batch: ``num_good`` usable items and the bad ones."""
@@ -109,28 +118,23 @@ class BadMediaReport:
         During an epoch (``final=False``) only a verdict that cannot change is
         acted on (see ``expected_total`` and ``min_seen``).
         """
-        if self.expected_total:
-            exceeded = self.num_bad > self.max_bad_fraction * self.expected_total
-        else:
-            exceeded = False
-        if final or (not self.expected_total and self.seen >= self.min_seen):
-            exceeded = exceeded or self.num_bad > self.max_bad_fraction * self.seen
-        if exceeded:
+        judged = self.expected_total or final or self.seen >= self.min_seen
+        if judged and self.fraction > self.max_bad_fraction:
             raise DataError(
-                f"{self.name}: {self.num_bad} bad media files among {self.seen} items seen "
-                f"({self.fraction:.1%}) exceed max_bad_fraction {self.max_bad_fraction:g}; e.g. {self._examples()}"
+                f"{self.name}: {self._count()} among {self.seen} items seen ({self.fraction:.1%}"
+                f"{f' of {self.expected_total}' if self.expected_total else ''}) exceed max_bad_fraction "
+                f"{self.max_bad_fraction:g}; e.g. {self._examples()}"
             )
 
     def summary(self) -> str:
         """One line: how many files were bad and which."""
         if not self.bad:
             return f"{self.name}: {self.seen} items, no bad media files"
-        return (f"{self.name}: skipped {self.num_bad} bad media files of {self.seen} items "
-                f"({self.fraction:.1%}): {self._examples()}")
+        return f"{self.name}: skipped {self._count()} of {self.seen} items ({self.fraction:.1%}): {self._examples()}"
 
     def as_dict(self) -> dict[str, Any]:
-        """The counts so far: ``{"items", "bad", "fraction", "files": ["path (reason)", ...]}``."""
-        return {"items": self.seen, "bad": self.num_bad, "fraction": self.fraction, "files": [str(b) for b in self.bad]}
+        """The counts so far: ``{"items", "bad" (files), "fraction" (of items), "files": ["path (reason)", ...]}``."""
+        return {"items": self.seen, "bad": self.num_bad, "fraction": self.fraction, "files": self._files()}
 
     def end_epoch(self) -> str:
         """Log the summary, keep the epoch's counts in ``epochs``, apply the threshold, count afresh."""
@@ -143,10 +147,22 @@ class BadMediaReport:
             self.seen, self.bad = 0, []
         return line
 
+    def _files(self) -> list[str]:
+        """Each bad file once, as ``path (reason)``, in the order met."""
+        first: dict[str, str] = {}
+        for sample in self.bad:
+            first.setdefault(sample.path, str(sample))
+        return list(first.values())
+
+    def _count(self) -> str:
+        """``3 bad media files (15 items)``; the items only where they differ."""
+        items = f" ({self.bad_items} items)" if self.bad_items != self.num_bad else ""
+        return f"{self.num_bad} bad media files{items}"
+
     def _examples(self) -> str:
-        named = ", ".join(str(b) for b in self.bad[:NAMED_IN_MESSAGES])
-        more = self.num_bad - NAMED_IN_MESSAGES
-        return named + (f" and {more} more" if more > 0 else "")
+        files = self._files()
+        more = len(files) - NAMED_IN_MESSAGES
+        return ", ".join(files[:NAMED_IN_MESSAGES]) + (f" and {more} more" if more > 0 else "")
 
 
 def track_bad_media(batches: Iterable[Mapping[str, Any]], report: BadMediaReport) -> Iterator[dict[str, Any]]:

@@ -108,7 +108,7 @@ class TrainStream:
     """Micro-batches for training, epoch after epoch, resumable at any step boundary.
 
     Its state is ``{"epoch": e, "batches": micro-batches of epoch e consumed,
-    "bad_media": bad media files skipped so far}``. A dataset with a
+    "bad_media": bad media files skipped so far, each once per epoch}``. A dataset with a
     ``bad_media_report()`` (:mod:`vlreg.data.media`) has its batches counted here,
     in the main process: bad items are removed, an emptied batch is skipped, each
     epoch's summary is logged and too many bad files stop the run with a DataError.
@@ -192,10 +192,10 @@ class TrainStream:
             self.batches += 1
             if self.report is None or not isinstance(batch, Mapping):
                 return batch
-            seen, bad = self.report.seen, self.report.num_bad
+            seen, items, files = self.report.seen, self.report.bad_items, self.report.num_bad
             batch = self.report.update(dict(batch))
-            self.bad_media += self.report.num_bad - bad
-            if self.report.seen - seen > self.report.num_bad - bad:
+            self.bad_media += self.report.num_bad - files
+            if self.report.seen - seen > self.report.bad_items - items:
                 return batch
 
     def _end_epoch(self) -> None:

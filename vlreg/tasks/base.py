@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.collate import collate
-from ..data.media import BAD_KEY
+from ..data.media import BAD_KEY, BadMediaReport, log
 from ..errors import DataError
 
 
@@ -72,13 +72,17 @@ def eval_batches(model: nn.Module, dataset: Any, context: Any):
 
 
 def count_skipped(context: Any, bad: list[Any], evaluated: int) -> int:
-    """The media files skipped on all ranks; every file of the evaluation set failing is a DataError."""
-    skipped = context.gather([(len(bad), evaluated, [str(b) for b in bad[:3]])])
-    total_bad, total_done = sum(s[0] for s in skipped), sum(s[1] for s in skipped)
-    if total_done == 0 and total_bad:
-        examples = "; ".join(e for s in skipped for e in s[2])[:500]
-        raise DataError(f"every media file of the evaluation set failed to load ({total_bad}), e.g. {examples}")
-    return total_bad
+    """The media files skipped on all ranks, named in a warning (rank 0); every file of the evaluation set
+    failing is a DataError."""
+    skipped = context.gather([(evaluated, list(bad))])
+    report = BadMediaReport("evaluation", max_bad_fraction=1.0)
+    report.record(sum(s[0] for s in skipped), [b for s in skipped for b in s[1]])
+    if report.bad and report.seen == report.bad_items:
+        raise DataError(f"every media file of the evaluation set failed to load ({report.num_bad}), e.g. "
+                        f"{'; '.join(str(b) for b in report.bad[:3])[:500]}")
+    if report.bad and context.is_main:
+        log.warning(report.summary())
+    return report.num_bad
 
 
 def item_text(item: Mapping[str, Any]) -> str:
