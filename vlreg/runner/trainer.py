@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .. import distributed as collectives
+from ..device import resolve_precision
 from ..errors import ConfigError, UserError
 from ..registry import register
 from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
@@ -106,7 +107,11 @@ class Trainer:
         self.started = time.perf_counter()
         env = self.env = setup_distributed()
         if cfg.precision == "fp16" and env.device.type != "cuda":
-            raise ConfigError("run.precision fp16 needs a CUDA GPU (it uses a GradScaler); use bf16 on CPU")
+            raise ConfigError("run.precision fp16 needs a CUDA GPU (it uses a GradScaler); use auto or bf16 on CPU")
+        self.precision_choice = resolve_precision(cfg.precision, env.device)
+        self.precision = self.precision_choice.precision
+        if env.is_main:
+            print(f"[vlreg] precision {self.precision_choice.describe()}", flush=True)
         self.output_dir = Path(cfg.output_dir)
         seed_all(cfg.seed + env.rank)
         set_deterministic(cfg.deterministic)
@@ -168,7 +173,7 @@ class Trainer:
         self.total_steps = self._total_steps()
         self.schedule = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_steps, cfg.warmup_start_lr,
                                      cfg.min_lr)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         if state is not None:
             self._restore(state)
             self.last_saved_step = self.step
@@ -217,7 +222,7 @@ class Trainer:
             batch = to_device(self.stream.next(), env.device)
             wait += time.perf_counter() - fetch
             with gradient_sync(self.wrapped, enabled=micro == accum - 1):
-                with autocast(env.device, cfg.precision):
+                with autocast(env.device, self.precision):
                     out = self.wrapped(batch)
                 loss = _loss_of(out, self.task) / accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -304,6 +309,7 @@ class Trainer:
             "skipped_steps": self.skipped,
             "counters": total,
             "world_size": self.env.world_size,
+            "precision": self.precision_choice.as_dict(),
             "resumed_from": str(resume_from) if resume_from is not None else None,
             "checkpoint": str(self.checkpoints.path(self.last_saved_step)) if self.last_saved_step >= 0 else None,
         }
@@ -321,7 +327,7 @@ class Trainer:
 
     def _evaluate(self, dataset: Any) -> bool:
         cfg, env = self.config, self.env
-        context = EvalContext(self.output_dir, self.step, int(self._epoch()), env, cfg.precision,
+        context = EvalContext(self.output_dir, self.step, int(self._epoch()), env, self.precision,
                               cfg.eval_batch_size or max(1, cfg.batch_size // (env.world_size * cfg.accum_steps)),
                               cfg.num_workers,
                               getattr(self.task, "collate", None))
