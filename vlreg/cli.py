@@ -32,7 +32,7 @@ def _os_message(exc: OSError) -> str:
         return f"no space left on the device{where}: free space (or choose another output_dir) and run again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{reason}{where}: choose a path you can write to (output_dir) or fix its permissions"
-    return f"{reason}{where}"
+    return f"{reason}{where}: check that path (the output_dir, or a file or directory the config names)"
 
 
 def user_message(exc: BaseException) -> Optional[str]:

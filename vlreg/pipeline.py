@@ -42,14 +42,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 from .build import build, call, check_args
 from .distributed import is_main
 from .errors import ConfigError, UserError, did_you_mean
-
-PROJECT_KEYS = ("name", "description", "output_dir", "world", "stages", "plugins")
-STAGE_KEYS = ("name", "description", "task", "model", "data", "run", "init", "runner", "feature_cache", "tokenizers")
 
 
 @dataclass
@@ -60,12 +57,49 @@ class WorldSpec:
     size: str = "default"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from .data.world.plan import SIZES
+
+        if self.size not in SIZES:
+            raise ConfigError(f"world.size: {self.size!r} is not a world size{did_you_mean(self.size, SIZES)}; "
+                              f"sizes: {', '.join(SIZES)}")
+
+
+@dataclass
+class ProjectNode:
+    """The keys of a project config (what :func:`~vlreg.build.check_args` checks it against)."""
+
+    stages: Any
+    name: str = ""
+    description: str = ""
+    output_dir: Optional[str] = None
+    world: Optional[WorldSpec] = None
+    plugins: Optional[list[str]] = None
+
+
+@dataclass
+class StageNode:
+    """The keys of a stage and the type of each (see the module docstring)."""
+
+    name: str
+    task: Union[str, dict]
+    description: str = ""
+    model: Optional[dict] = None
+    data: Optional[dict] = None
+    run: Optional[dict] = None
+    init: Optional[dict[str, str]] = None
+    runner: str = "trainer"
+    feature_cache: Union[bool, str] = False
+    tokenizers: Optional[list[TokenizerToTrain]] = None
+
 
 @dataclass
 class Stage:
     name: str
     config: dict[str, Any]
     output_dir: Path
+    saved: Optional[dict[str, Any]] = None
+    """The config written to ``config.yaml``: ``config`` with ``${oc.env:...}`` left unresolved."""
 
     @property
     def results_file(self) -> Path:
@@ -81,12 +115,43 @@ class Stage:
         return self.marker.is_file()
 
 
-def _check_keys(node: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in node:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
-            )
+def as_project(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as a project: a config of one stage becomes a project of that stage, sharing its directory."""
+    cfg = dict(cfg)
+    if "stages" in cfg:
+        return cfg
+    if "task" not in cfg:
+        raise ConfigError("the config is neither a project (stages: [...]) nor a stage (task: ...): "
+                          "give a list of stages, or the task, model, data and run of one")
+    stage = {k: v for k, v in cfg.items() if k not in ("plugins", "world", "output_dir")}
+    run = stage.get("run") or {}
+    output_dir = (run.get("output_dir") if isinstance(run, Mapping) else None) or cfg.get("output_dir") \
+        or f"outputs/{cfg.get('name', 'run')}"
+    if isinstance(run, Mapping):  # anything else is named by the validation of the stage
+        stage["run"] = {**run, "output_dir": output_dir}
+    stage.setdefault("name", Path(str(output_dir)).name)
+    return {"name": stage["name"], "output_dir": output_dir, "world": cfg.get("world"),
+            "plugins": cfg.get("plugins"), "stages": [stage]}
+
+
+def _check_init(node: Mapping[str, Any], earlier: Sequence["Stage"], where: str) -> None:
+    """Each ``init`` entry names a component of the stage's model and an earlier stage or a checkpoint directory."""
+    model = node.get("model") if isinstance(node.get("model"), Mapping) else {}
+    components = [k for k, v in model.items() if k != "losses" and v]
+    for role, ref in (node.get("init") or {}).items():
+        if role not in components:
+            raise ConfigError(f"{where}.init: the model has no component {role!r}{did_you_mean(role, components)}; "
+                              f"its components: {', '.join(components) or 'none'}")
+        if any(s.name == ref for s in earlier):
+            continue
+        names = ", ".join(s.name for s in earlier) or "none"
+        if not Path(ref).exists():
+            raise ConfigError(f"{where}.init.{role}: {ref!r} is neither an earlier stage ({names}) "
+                              "nor an existing checkpoint path")
+        if Path(ref).is_file():
+            raise ConfigError(f"{where}.init.{role}: {ref!r} is a file; init takes an earlier stage ({names}) or a "
+                              "vlreg checkpoint directory (a weights file is read by the component itself, "
+                              "e.g. its checkpoint: or init_from:)")
 
 
 @dataclass
@@ -99,18 +164,14 @@ class Project:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], source: str = "") -> "Project":
-        """Check a resolved config's structure (every stage's components included) and read it."""
-        cfg = dict(cfg)
-        if "stages" not in cfg:  # a config of one stage: the project and the stage share a directory
-            stage = {k: v for k, v in cfg.items() if k not in ("plugins", "world", "output_dir")}
-            run = dict(stage.get("run") or {})
-            output_dir = run.get("output_dir") or cfg.get("output_dir") or f"outputs/{cfg.get('name', 'run')}"
-            stage["run"] = {**run, "output_dir": output_dir}
-            stage.setdefault("name", Path(output_dir).name)
-            cfg = {"name": stage["name"], "output_dir": output_dir, "world": cfg.get("world"),
-                   "plugins": cfg.get("plugins"), "stages": [stage]}
-        _check_keys(cfg, PROJECT_KEYS, "project")
+    def from_config(cls, cfg: Mapping[str, Any], source: str = "", saved: Optional[Mapping[str, Any]] = None) -> "Project":
+        """Check a resolved config's structure (every stage's components included) and read it.
+
+        ``saved`` is the same config as each stage's ``config.yaml`` should hold it (see
+        :func:`vlreg.config.without_env`); by default ``cfg`` itself.
+        """
+        cfg = as_project(cfg)
+        check_args(ProjectNode, cfg, "project", "project")
         world = None
         if cfg.get("world") is not None:
             world = call(WorldSpec, cfg["world"], "world", "world")
@@ -118,22 +179,19 @@ class Project:
         stages_cfg = cfg.get("stages")
         if not isinstance(stages_cfg, list) or not stages_cfg:
             raise ConfigError("project: stages must be a non-empty list of stage mappings")
+        saved_stages = as_project(saved)["stages"] if saved is not None else stages_cfg
         stages: list[Stage] = []
         for i, node in enumerate(stages_cfg):
             where = f"stages[{i}]"
             if not isinstance(node, Mapping) or not node.get("name"):
-                raise ConfigError(f"{where}: a stage is a mapping with a name")
+                raise ConfigError(f"{where}: a stage is a mapping with a name, got {node!r}")
             where = f"stages.{node['name']}"
-            _check_keys(node, STAGE_KEYS, where)
+            check_args(StageNode, node, where, "stage")
             if any(s.name == node["name"] for s in stages):
                 raise ConfigError(f"{where}: two stages are named {node['name']!r}")
-            for component, ref in (node.get("init") or {}).items():
-                if isinstance(ref, str) and not any(s.name == ref for s in stages) and not Path(ref).exists():
-                    earlier = ", ".join(s.name for s in stages) or "none"
-                    raise ConfigError(f"{where}.init.{component}: {ref!r} is neither an earlier stage ({earlier}) "
-                                      "nor an existing checkpoint path")
+            _check_init(node, stages, where)
             stage_dir = Path((node.get("run") or {}).get("output_dir") or output_dir / node["name"])
-            stages.append(Stage(node["name"], dict(node), stage_dir))
+            stages.append(Stage(node["name"], dict(node), stage_dir, dict(saved_stages[i])))
         project = cls(cfg.get("name") or output_dir.name, output_dir, stages, world, source, cfg)
         for stage in stages:
             validate_stage(stage)
@@ -153,7 +211,20 @@ class Project:
         return next(s for s in self.stages if s.name == name)
 
     def run(self, stages: Sequence[Stage], force: bool = False) -> int:
-        """Run the given stages in order; print a results table and the results file at the end."""
+        """Run the given stages in order; print a results table and the results file at the end.
+
+        The run is the only writer of the project's output directory while it lasts (see
+        :mod:`vlreg.runner.lock`), and first removes what interrupted checkpoint writes left.
+        """
+        from .runner.checkpoint import remove_unfinished
+        from .runner.lock import OutputLock
+
+        with OutputLock(self.output_dir):
+            for stage in stages:
+                remove_unfinished(stage.output_dir / "checkpoints")
+            return self._run(stages, force)
+
+    def _run(self, stages: Sequence[Stage], force: bool) -> int:
         from .reporting import print_results
 
         if self.world is not None:
@@ -185,12 +256,13 @@ def validate_stage(stage: Stage) -> None:
     from .build import validate
     from .runner import RunConfig
 
+    from .registry import registry
+
     cfg, where = stage.config, f"stages.{stage.name}"
     if not cfg.get("task"):
         raise ConfigError(f"{where}: a stage needs a task")
-    validate("task", cfg["task"], f"{where}.task")
-    task_cls = build_task_class(cfg["task"])
-    task_cls.validate_model(cfg.get("model"), f"{where}.model")
+    task = build("task", cfg["task"], f"{where}.task")
+    type(task).validate_model(cfg.get("model"), f"{where}.model")
     for split, node in (cfg.get("data") or {}).items():
         if split not in ("train", "eval"):
             raise ConfigError(f"{where}.data: unknown split {split!r}; use train and eval")
@@ -198,19 +270,13 @@ def validate_stage(stage: Stage) -> None:
             validate("dataset", node, f"{where}.data.{split}")
     run = dict(cfg.get("run") or {})
     run.setdefault("output_dir", str(stage.output_dir))
-    check_args(RunConfig, run, f"{where}.run", "run")
-    tokenizers = cfg.get("tokenizers") or []
-    if not isinstance(tokenizers, list):
-        raise ConfigError(f"{where}.tokenizers: a list of {{path, style, vocab_size}} mappings")
-    for i, node in enumerate(tokenizers):
-        check_args(TokenizerToTrain, node, f"{where}.tokenizers[{i}]", "tokenizer")
-
-
-def build_task_class(node: Any) -> Any:
-    from .registry import registry
-
-    name = node if isinstance(node, str) else node["name"]
-    return registry("task").get(name)
+    run_config = call(RunConfig, run, f"{where}.run", "run")
+    registry("runner").get(cfg.get("runner") or "trainer")
+    metrics = task.metric_names()
+    best = run_config.best_metric
+    if best is not None and metrics is not None and best not in metrics:
+        raise ConfigError(f"{where}.run.best_metric: {best!r} is not a metric of task {type(task).__name__}"
+                          f"{did_you_mean(best, metrics)}; its metrics: {', '.join(metrics)}")
 
 
 def build_model(stage_config: Mapping[str, Any]) -> Any:
@@ -311,7 +377,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         for dataset in datasets.values():
             attach_feature_cache(dataset, model.encoder, root)
     stage.output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, stage.output_dir / "config.yaml")
+    save_config(stage.saved or cfg, stage.output_dir / "config.yaml")
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
     if hasattr(task, "export"):

@@ -6,7 +6,12 @@ ones (see :mod:`vlreg.pipeline`).
 
 ``--dry-run`` resolves and validates the config, builds every model on the meta
 device (no weights, no memory) and prints, per component, its registered name,
-output shape and total and trainable parameters; then it exits.
+output shape and total and trainable parameters; then it exits. A real run starts
+with the same validation, so a mistake in any stage stops it before any work.
+
+Plugin modules listed under ``plugins:`` must be installed packages; ``--allow-local-plugins``
+also imports modules from the current directory and the config's (code that came with
+the config). ``--debug`` shows the traceback of any error.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from .cli import guarded
-from .config import load_config, to_plain
+from .cli import add_debug_flag, guarded
+from .config import find_config, load_config, to_plain, without_env
 from .registry import import_plugin_modules
 
 
@@ -33,6 +38,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stage", action="append", default=None,
                         help="run only this stage of a project (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages that already completed")
+    parser.add_argument("--allow-local-plugins", action="store_true",
+                        help="let plugins: import modules from the current directory and the config's "
+                             "(code that came with the config); by default only installed packages")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -55,11 +64,13 @@ def dry_run(stages: dict[str, dict[str, Any]]) -> int:
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = to_plain(load_config(args.cfg, args.overrides))
-    import_plugin_modules(cfg.get("plugins") or [])
+    raw = load_config(args.cfg, args.overrides)
+    cfg = to_plain(raw, complete=True)
+    import_plugin_modules(cfg.get("plugins") or [], allow_local=args.allow_local_plugins,
+                          config_dir=find_config(args.cfg).parent)
     from .pipeline import Project
 
-    project = Project.from_config(cfg, source=args.cfg)
+    project = Project.from_config(cfg, source=args.cfg, saved=to_plain(without_env(raw)))
     stages = project.select(args.stage)
     if args.dry_run:
         return dry_run({s.name: s.config for s in stages})

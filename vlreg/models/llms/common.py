@@ -20,6 +20,7 @@ Soft prompts ``[B, Q, width]`` always come first, in front of the context.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...errors import ConfigError
+from ...errors import ConfigError, unpickling_failure
 from ..base import LanguageModel, Precision, Prompts, is_dry_build
 from .config_keys import TransformersConfig
 
@@ -234,6 +235,8 @@ class TransformersLM(LanguageModel):
         else:
             try:
                 model = auto.from_pretrained(path, dtype=self.dtype)
+            except pickle.UnpicklingError as exc:
+                raise ConfigError(f"{self.label}: {unpickling_failure(exc, repr(path))}") from None
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{self.label}: cannot load {path!r} with {auto.__name__}: {_short(exc)}") from None
             if config is not None:
