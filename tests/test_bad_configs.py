@@ -96,6 +96,7 @@ def project_file(tokenizer_dirs, tmp_path) -> Path:
     ("run.lr=-1", "run.lr must not be negative, got -1"),
     ("run.lr=fast", "stages.tiny.run.lr: expected float, got str 'fast'"),
     ("run.lr.peak=1", "override 'run.lr.peak=1': run.lr is a value (0.001), not a mapping"),
+    ("run.resume=no/such/run", "stages.tiny.run.resume: 'no/such/run' does not exist"),
     ("runner=trainr", "unknown runner 'trainr' (did you mean 'trainer'?)"),
     ("world.size=huge", "world.size: 'huge' is not a world size; sizes: small, default, large"),
     ("init.bridgee=x", "stages.tiny.init: the model has no component 'bridgee' (did you mean 'bridge'?)"),
@@ -311,3 +312,50 @@ def test_the_commands_as_typed(stage_file):
 def test_help_names_the_new_switches():
     out = python("-m", "vlreg.run", "--help")
     assert "--allow-local-plugins" in out.stdout and "--debug" in out.stdout
+
+
+def test_faults_of_input_or_machine_are_one_line_and_bugs_keep_their_traceback(tmp_path):
+    import pickle
+
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file, save_file
+
+    from vlreg.cli import user_message
+
+    def raised(action):
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        raise AssertionError("nothing raised")
+
+    def torch_save_on_a_full_disk():
+        try:
+            raise OSError(28, os.strerror(28))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] . unexpected pos 704 vs 598") from None
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(100)}, weights)
+    weights.write_bytes(weights.read_bytes()[:20])
+    cases = [
+        (PermissionError(13, "Permission denied", "/out"), "Permission denied: /out: choose a path you can write to"),
+        (OSError(28, "No space left on device", "/out/x"), "no space left on the device: /out/x: free space"),
+        (raised(torch_save_on_a_full_disk), "no space left on the device: free space (or choose another output_dir)"),
+        (raised(lambda: load_file(weights)), "a safetensors file is damaged or is not one"),
+        (raised(lambda: OmegaConf.create({"a": "${b}"}).a), "config: "),
+        (raised(lambda: torch.load(_pickled(tmp_path), weights_only=True)),
+         "a weights file is a pickle that needs code to load"),
+        (pickle.UnpicklingError("pickle data was truncated"), "a weights file cannot be unpickled"),
+    ]
+    for exc, message in cases:
+        assert message in user_message(exc), (exc, user_message(exc))
+        assert "weights_only" not in user_message(exc)
+    for bug in (TypeError("x"), KeyError("y"), AttributeError("z"), RuntimeError("a bug of vlreg")):
+        assert user_message(bug) is None
+
+
+def _pickled(tmp_path: Path) -> Path:
+    path = tmp_path / "payload.pth"
+    torch.save({"x": Payload(tmp_path / "ran")}, path)
+    return path

@@ -136,3 +136,15 @@ def test_config_mistakes_are_named_before_anything_runs(small_world, tokenizer_d
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_declared_metric_names_cover_each_evaluation(project, finished):
+    from pathlib import Path
+
+    from vlreg.build import build
+    from vlreg.config import load_config, to_plain
+
+    summary = json.loads((Path(finished) / "results.json").read_text())
+    for stage in Project.from_config(to_plain(load_config(project))).stages:
+        declared = build("task", stage.config["task"]).metric_names()
+        assert set(summary["stages"][stage.name]["final"]) <= set(declared), stage.name

@@ -277,6 +277,10 @@ def validate_stage(stage: Stage) -> None:
     if best is not None and metrics is not None and best not in metrics:
         raise ConfigError(f"{where}.run.best_metric: {best!r} is not a metric of task {type(task).__name__}"
                           f"{did_you_mean(best, metrics)}; its metrics: {', '.join(metrics)}")
+    resume = run_config.resume
+    if resume not in (False, "auto") and not Path(resume).exists():
+        raise ConfigError(f"{where}.run.resume: {resume!r} does not exist; give a checkpoint or run directory, "
+                          "auto (the newest checkpoint of output_dir, if any) or false")
 
 
 def build_model(stage_config: Mapping[str, Any]) -> Any:

@@ -12,7 +12,7 @@ Built-in components are listed in :mod:`vlreg.builtins` (name -> module) and the
 module is imported on the first lookup of one of its names, so ``import vlreg``
 stays light. Third-party packages add components through the entry-point group
 ``vlreg.plugins`` (loaded on the first lookup of any name) or through a config's
-``plugins:`` list of importable modules.
+``plugins:`` list of modules of installed packages (see :func:`import_plugin_modules`).
 """
 
 from __future__ import annotations

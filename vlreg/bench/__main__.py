@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import guarded
+from ..cli import add_debug_flag, guarded
 from ..errors import ConfigError
 from .suite import Options, find_suites
 
@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=Options.num_workers, help="data loader workers per process")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                         help="frozen weights' dtype and autocast (default: as each model was configured, fp32 math)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
