@@ -80,16 +80,68 @@ def pixels(batch: int = 2, seed: int = 3, size: int = 28) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def transformers_inputs(tokenizer, texts: list[str], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """What transformers' Blip2Processor gives: the image tokens, then the padded text (left or right)."""
+def transformers_inputs(tokenizer, texts: list[str], left: bool, queries: int = QUERIES,
+                        image_token: int = IMAGE_TOKEN) -> tuple[torch.Tensor, torch.Tensor]:
+    """What transformers' Blip2Processor gives: ``queries`` image tokens, then the padded text (left or right);
+    ids and mask ``[B, queries + T]``."""
     rows = [tokenizer(text)["input_ids"] for text in texts]
     length = max(len(row) for row in rows)
     ids, mask = [], []
     for row in rows:
         pad = [tokenizer.pad_token_id] * (length - len(row))
-        ids.append([IMAGE_TOKEN] * QUERIES + (pad + row if left else row + pad))
-        mask.append([1] * QUERIES + ([0] * len(pad) + [1] * len(row) if left else [1] * len(row) + [0] * len(pad)))
+        ids.append([image_token] * queries + (pad + row if left else row + pad))
+        mask.append([1] * queries + ([0] * len(pad) + [1] * len(row) if left else [1] * len(row) + [0] * len(pad)))
     return torch.tensor(ids), torch.tensor(mask)
+
+
+# -- parity checks, shared with test_interop_layouts.py ----------------------------------------------
+def placeholders(hf) -> dict[str, int]:
+    """How many image tokens transformers' BLIP-2 ``hf`` expects before the text, and their id."""
+    return {"queries": hf.config.num_query_tokens, "image_token": hf.config.image_token_index}
+
+
+def assert_same_greedy_tokens(hf, model, images: torch.Tensor, texts: list[str] = TEXTS) -> torch.Tensor:
+    """vlreg's greedy tokens after ``[prompts; text]`` equal those of transformers' BLIP-2 ``hf`` (its
+    ``generate()`` on the processor's inputs); returns them, ``[B, <= 8]``."""
+    tokenizer = model.llm.tokenizer
+    decoder_only = not hf.config.is_encoder_decoder
+    ids, mask = transformers_inputs(tokenizer, texts, left=decoder_only, **placeholders(hf))
+    options = dict(max_new_tokens=8, num_beams=1, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=model.llm.pad_token_id)
+    with torch.no_grad():
+        theirs = hf.generate(pixel_values=images, input_ids=ids, attention_mask=mask, **options)
+        ours = model.llm.generate_tokens(model.prompts(model.visual_tokens({"image": images})), texts, max_new_tokens=8)
+    # decoder-only: transformers returns the image tokens and the prompt first; encoder-decoder: the decoder start
+    new = theirs[:, ids.shape[1]:] if decoder_only else theirs[:, 1:]
+    assert torch.equal(ours, new)
+    assert new.shape[1] >= 3 and not torch.equal(new[0], new[1])  # real continuations, different per image
+    return ours
+
+
+def assert_same_decoder_only_logits(hf, model, images: torch.Tensor, texts: list[str] = TEXTS) -> None:
+    """vlreg's logits over ``[prompts; bos + text]`` (captioning) equal transformers' within 1e-4."""
+    ids, mask = transformers_inputs(model.llm.tokenizer, texts, left=False, **placeholders(hf))
+    with torch.no_grad():
+        theirs = hf(pixel_values=images, input_ids=ids, attention_mask=mask).logits
+        ours = model.llm(model.prompts(model.visual_tokens({"image": images})), texts).logits
+    for row in range(len(texts)):
+        real = int(mask[row].sum())  # queries + </s> + text: vlreg then has eos, and padding
+        torch.testing.assert_close(ours[row, :real], theirs[row, :real], rtol=0, atol=1e-4)
+
+
+def assert_same_encoder_decoder_logits(hf, model, images: torch.Tensor) -> None:
+    """vlreg's decoder logits for answers after ``[prompts; question]`` equal transformers' within 1e-4."""
+    tokenizer = model.llm.tokenizer
+    questions, answers = ["what is on the left", "colour?"], ["a small red circle", "blue"]
+    ids, mask = transformers_inputs(tokenizer, questions, left=False, **placeholders(hf))
+    labels = tokenizer(answers, padding=True, return_tensors="pt")
+    labels = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        theirs = hf(pixel_values=images, input_ids=ids, attention_mask=mask, labels=labels).logits
+        out = model.llm(model.prompts(model.visual_tokens({"image": images})), questions, answers)
+    assert torch.equal(out.targets, labels)
+    scored = labels != -100
+    torch.testing.assert_close(out.logits[scored], theirs[scored], rtol=0, atol=1e-4)
 
 
 # -- 1. greedy generation is token-identical ----------------------------------------------------------
@@ -97,19 +149,8 @@ def transformers_inputs(tokenizer, texts: list[str], left: bool) -> tuple[torch.
 def test_greedy_generation_equals_transformers(saved_blip2, llm):
     hf, directory = saved_blip2[llm]
     model = vlreg.load_model(directory)
-    tokenizer = model.llm.tokenizer
     images = pixels()
-    ids, mask = transformers_inputs(tokenizer, TEXTS, left=llm == "opt")
-    options = dict(max_new_tokens=8, num_beams=1, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                   pad_token_id=model.llm.pad_token_id)
-    with torch.no_grad():
-        theirs = hf.generate(pixel_values=images, input_ids=ids, attention_mask=mask, **options)
-        prompts = model.prompts(model.visual_tokens({"image": images}))
-        ours = model.llm.generate_tokens(prompts, TEXTS, max_new_tokens=8)
-    # OPT: transformers returns the image tokens and the prompt first; T5: the decoder start token
-    new = theirs[:, ids.shape[1]:] if llm == "opt" else theirs[:, 1:]
-    assert torch.equal(ours, new)
-    assert new.shape[1] >= 3 and not torch.equal(new[0], new[1])  # real continuations, different per image
+    assert_same_greedy_tokens(hf, model, images)
     captions = model.generate({"image": images}, max_new_tokens=8)  # no text: the prompt alone
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
@@ -117,32 +158,12 @@ def test_greedy_generation_equals_transformers(saved_blip2, llm):
 # -- 2. logits agree ------------------------------------------------------------------------------------
 def test_decoder_only_logits_equal_transformers(saved_blip2):
     hf, directory = saved_blip2["opt"]
-    model = vlreg.load_model(directory)
-    ids, mask = transformers_inputs(model.llm.tokenizer, TEXTS, left=False)
-    images = pixels()
-    with torch.no_grad():
-        theirs = hf(pixel_values=images, input_ids=ids, attention_mask=mask).logits
-        ours = model.llm(model.prompts(model.visual_tokens({"image": images})), TEXTS).logits
-    for row in range(len(TEXTS)):
-        real = int(mask[row].sum())  # queries + </s> + text: vlreg then has eos, and padding
-        torch.testing.assert_close(ours[row, :real], theirs[row, :real], rtol=0, atol=1e-4)
+    assert_same_decoder_only_logits(hf, vlreg.load_model(directory), pixels())
 
 
 def test_encoder_decoder_logits_equal_transformers(saved_blip2):
     hf, directory = saved_blip2["t5"]
-    model = vlreg.load_model(directory)
-    tokenizer = model.llm.tokenizer
-    questions, answers = ["what is on the left", "colour?"], ["a small red circle", "blue"]
-    ids, mask = transformers_inputs(tokenizer, questions, left=False)
-    labels = tokenizer(answers, padding=True, return_tensors="pt")
-    labels = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
-    images = pixels()
-    with torch.no_grad():
-        theirs = hf(pixel_values=images, input_ids=ids, attention_mask=mask, labels=labels).logits
-        out = model.llm(model.prompts(model.visual_tokens({"image": images})), questions, answers)
-    assert torch.equal(out.targets, labels)
-    scored = labels != -100
-    torch.testing.assert_close(out.logits[scored], theirs[scored], rtol=0, atol=1e-4)
+    assert_same_encoder_decoder_logits(hf, vlreg.load_model(directory), pixels())
 
 
 # -- 3. transformers -> vlreg -> transformers ----------------------------------------------------------

@@ -48,9 +48,8 @@ TEXT_BRANCH = ("word_embeddings", "position_embeddings", "text_ffn", "vision_pro
                "temp", "lm_head")
 """The stage-1 parts of a vlreg Q-Former, which ``Blip2ForConditionalGeneration`` has no place for."""
 
-CONFIG_METADATA = ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype",
-                   "scale_decoder_outputs", "tie_word_embeddings")
-"""Text-config keys that are bookkeeping, or that the llm node states in its own terms."""
+CONFIG_BOOKKEEPING = ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype")
+"""Text-config keys that record where a config came from, not what the model computes."""
 
 
 # -- configs -> vlreg nodes -----------------------------------------------------------------
@@ -88,12 +87,30 @@ def bridge_node(config: Any) -> dict[str, Any]:
             "dropout": qformer.hidden_dropout_prob, "layer_norm_eps": qformer.layer_norm_eps, "text_branch": False}
 
 
+def config_settings(config: Any) -> dict[str, Any]:
+    """Every setting of a transformers config (its class's own ``to_dict()``) that its class defines,
+    without the bookkeeping.
+
+    All of them, not only those that differ from the defaults: a config class may derive one
+    setting from another when it is built (transformers 5's ``T5Config`` derives
+    ``scale_decoder_outputs`` from ``tie_word_embeddings``), so a setting left out could come
+    back different. Built again from these, the config has the same settings. Keys the class
+    does not define are left out: leftovers of older releases that hub configs still carry
+    (T5's ``n_positions``, ``output_past``), which no model code reads and which an llm
+    node's ``config:`` refuses (:mod:`vlreg.models.llms.config_keys`).
+    """
+    from ..models.llms.config_keys import config_keys
+
+    known = config_keys(type(config))
+    return {k: v for k, v in config.to_dict().items() if k in known and k not in CONFIG_BOOKKEEPING}
+
+
 def llm_node(config: Any, tied: bool, tokenizer: Optional[str] = None, precision: str = "fp32") -> dict[str, Any]:
-    """A vlreg llm node from a ``Blip2Config``: the text config as ``config:``, ``tied``: whether the output
-    head shares the input embeddings (FlanT5's does not)."""
+    """A vlreg llm node from a ``Blip2Config``: the text config's settings as ``config:``
+    (:func:`config_settings`), and ``tie_word_embeddings: tied``, whether the output head shares
+    the input embeddings (FlanT5's does not), which is what an llm node's ``tie_word_embeddings`` says."""
     text = config.text_config
-    settings = {k: v for k, v in text.to_diff_dict().items() if k not in CONFIG_METADATA}
-    settings = {"model_type": text.model_type, **settings, "tie_word_embeddings": tied}
+    settings = {"model_type": text.model_type, **config_settings(text), "tie_word_embeddings": tied}
     name = "causal_lm" if config.use_decoder_only_language_model else "seq2seq_lm"
     return {"name": name, "config": settings, "tokenizer": tokenizer, "precision": precision}
 
@@ -161,6 +178,7 @@ def from_transformers(blip2: Any, tokenizer: Optional[str] = None, precision: st
     with parameters_on_meta():
         model = VisionLanguageModel.from_config(node)
     _check_same_text_config(model.llm.model.config, blip2.config.text_config)
+    _check_projection_width(blip2.config.text_config, model.llm.width)
     state = blip2.state_dict()
     converted = state_to_vlreg(state, vision_keys.final_norm(model.encoder.state_dict()))
     leftover = _unconsumed(state, converted)
@@ -171,12 +189,24 @@ def from_transformers(blip2: Any, tokenizer: Optional[str] = None, precision: st
 
 
 def _check_same_text_config(ours: Any, theirs: Any) -> None:
-    """The LLM vlreg built from the text config must be the checkpoint's (T5's output scaling included)."""
-    keys = ("model_type", "vocab_size", "hidden_size", "d_model", "num_hidden_layers", "num_layers",
-            "scale_decoder_outputs", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
-    differ = [k for k in keys if getattr(ours, k, None) != getattr(theirs, k, None)]
+    """The config of the LLM vlreg built must have every setting of the checkpoint's text config.
+
+    ``tie_word_embeddings`` is left out: vlreg ties the output head as the checkpoint's weights are tied.
+    """
+    mine, expected = config_settings(ours), config_settings(theirs)
+    differ = sorted(k for k in mine.keys() | expected.keys()
+                    if k != "tie_word_embeddings" and mine.get(k) != expected.get(k))
     if differ:
         raise ConfigError(f"the rebuilt LLM's config differs from the checkpoint's in {', '.join(differ)}")
+
+
+def _check_projection_width(text_config: Any, llm_width: int) -> None:
+    """transformers' BLIP-2 projects the queries to ``text_config.hidden_size``, which must be the LLM's input width."""
+    if text_config.hidden_size != llm_width:
+        raise ConfigError(
+            f"transformers' BLIP-2 projects the queries to the text config's hidden_size ({text_config.hidden_size}), "
+            f"but this LLM's input embeddings are {llm_width} wide (as OPT's with word_embed_proj_dim different "
+            "from hidden_size, e.g. OPT-350m): Blip2ForConditionalGeneration cannot hold it")
 
 
 def _find_file(source: str, name: str) -> Optional[str]:
@@ -321,6 +351,7 @@ def transformers_config(model: Any, image_token_index: int) -> Any:
 
     _check_parts(model)
     text = copy.deepcopy(model.llm.model.config)
+    _check_projection_width(text, model.llm.width)
     return Blip2Config(vision_config=vision_config(model.encoder), qformer_config=qformer_config(model.bridge),
                        text_config=text, num_query_tokens=model.bridge.num_queries,
                        image_token_index=image_token_index)
