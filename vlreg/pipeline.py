@@ -219,8 +219,8 @@ class Project:
         from .runner.checkpoint import remove_unfinished
         from .runner.lock import OutputLock
 
-        with OutputLock(self.output_dir):
-            for stage in stages:
+        with OutputLock(self.output_dir) as lock:
+            for stage in stages if lock.held else ():  # the writer (rank 0 under torchrun) tidies up
                 remove_unfinished(stage.output_dir / "checkpoints")
             return self._run(stages, force)
 
@@ -254,9 +254,8 @@ class Project:
 def validate_stage(stage: Stage) -> None:
     """Check a stage's task, model, data and run sections before anything is built."""
     from .build import validate
-    from .runner import RunConfig
-
     from .registry import registry
+    from .runner import RunConfig
 
     cfg, where = stage.config, f"stages.{stage.name}"
     if not cfg.get("task"):

@@ -68,6 +68,11 @@ class OutputLock:
         self.path = self.directory / LOCK_FILE
         self._fd: Optional[int] = None
 
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (the others of a torchrun launch do not take it)."""
+        return self._fd is not None
+
     def acquire(self) -> None:
         if int(os.environ.get("RANK", "0")) != 0:
             return
