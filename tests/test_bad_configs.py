@@ -105,7 +105,7 @@ def project_file(tokenizer_dirs, tmp_path) -> Path:
                                "(did you mean 'CIDEr'?)"),
     ("task.metrics=[CIDEER]", "unknown caption metric 'CIDEER' (did you mean 'CIDEr'?)"),
     ("task=captoin", "unknown task 'captoin' (did you mean 'caption'?)"),
-    ("feature_cache=[1]", "stages.tiny.feature_cache: expected"),
+    ("feature_cache=[1]", "stages.tiny.feature_cache: expected bool or str, got list [1]"),
     ("plugins=os", "plugins: must be a list of module names, got 'os'"),
     ("plugins=[json]", "plugin module 'json' listed under plugins: is not part of an installed package"),
 ])
@@ -140,7 +140,8 @@ def test_a_stage_override_of_a_project_applies(project_file, capsys):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c, tmp: {"name": "lost"}, "the config is neither a project (stages: [...]) nor a stage (task: ...)"),
+    (lambda c, tmp: {}, "the config is neither a project (stages: [...]) nor a stage (task: ...)"),
+    (lambda c, tmp: {**c, "task": None}, "stages.tiny.task: expected str or dict, got NoneType None"),
     (lambda c, tmp: {**c, "model": {**c["model"], "llm": {**c["model"]["llm"], "tokenizer": "???"}}},
      "model.llm.tokenizer is ???"),
     (lambda c, tmp: {**c, "description": "${oc.env:VLREG_NO_SUCH_VARIABLE}"}, "cannot resolve config: "),

@@ -111,6 +111,11 @@ def _union_members(annotation: Any) -> tuple | None:
 
 
 def _type_name(annotation: Any) -> str:
+    members = _union_members(annotation)
+    if members is not None:
+        return " or ".join(_type_name(m) for m in members if m is not type(None))
+    if typing.get_origin(annotation) is not None:
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
