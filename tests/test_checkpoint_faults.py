@@ -122,3 +122,16 @@ def test_the_first_metrics_line_after_a_resume_averages_the_same_steps(tmp_path,
     want = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(tmp_path / "reference") if "loss" in r]
     got = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert got == want and [s for s, _, _ in got] == [4, 8]
+
+
+def test_tampered_frozen_weights_are_caught_in_every_checkpoint_that_links_them(tmp_path):
+    run_dir = tmp_path / "run"
+    fit(run_dir, max_steps=4)
+    frozen = run_dir / "checkpoints" / "frozen.safetensors"  # hard-linked into step_2 and step_4
+    data = bytearray(frozen.read_bytes())
+    data[-1] ^= 0xFF
+    frozen.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint in .*: checkpoint .*step_00000004 is damaged: "
+                                              r"frozen.safetensors does not match .* \(and 1 more\)"):
+        fit(run_dir, max_steps=6)
+    assert steps(run_dir) == [2, 4]  # nothing moved or removed when none verifies
