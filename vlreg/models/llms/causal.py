@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, ClassVar, Optional, Sequence
 
 import torch
@@ -12,6 +14,14 @@ from ...registry import register
 from ..base import Prompts
 from .common import ARGUMENTS, IGNORE, TextLogits, TransformersLM, join_text, pad, per_sample, position_ids
 from .packing import pack, packed_plan
+
+
+@functools.lru_cache(maxsize=None)
+def cache_name(model_class: type) -> str:
+    """What a transformers model class calls its key/value cache, as an argument of ``forward()`` and
+    ``generate()`` and as a field of its outputs: ``cache`` from transformers 5.24, which deprecates the
+    older ``past_key_values``; ``past_key_values`` where ``forward()`` takes no ``cache``."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 @register("llm", "causal_lm")
@@ -88,7 +98,8 @@ class CausalLM(TransformersLM):
 
     def shared_prefix(self, embeds: Tensor, mask: Tensor, copies: int) -> dict[str, Any]:
         """The key/value cache of all but the last position of ``[prompts; context]`` ``[B, L, width]``,
-        computed once per sample and repeated ``copies`` times, as ``generate()``'s ``past_key_values``.
+        computed once per sample and repeated ``copies`` times, as ``generate()``'s cache argument
+        (:func:`cache_name`).
 
         ``generate()`` repeats its inputs once per beam before running them, so beam search with
         k beams would run the prompts and the context k times over identical rows; with the cache
@@ -99,9 +110,10 @@ class CausalLM(TransformersLM):
         head = mask[:, :-1]
         prefix = self.model(inputs_embeds=embeds[:, :-1], attention_mask=head.long(), position_ids=position_ids(head),
                             use_cache=True, logits_to_keep=1)
-        cache = prefix.past_key_values
+        name = cache_name(type(self.model))
+        cache = getattr(prefix, name)
         cache.batch_repeat_interleave(copies)
-        return {"past_key_values": cache}
+        return {name: cache}
 
     def score(self, prompts: Prompts, text_input: Sequence[str], candidates: Sequence[str]) -> Tensor:
         """Log-likelihood of each candidate (its tokens and eos) continuing ``[prompts; bos + prompt + text_input]``: ``[B, C]``.
@@ -116,14 +128,15 @@ class CausalLM(TransformersLM):
         embeds, mask = self.prompted_contexts(prompts, contexts)
         prefix = self.model(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=position_ids(mask),
                             use_cache=True, logits_to_keep=1)
-        cache = prefix.past_key_values
+        name = cache_name(type(self.model))
+        cache = getattr(prefix, name)
         cache.batch_repeat_interleave(count)
         encoded = {flag: self.encode_targets(candidates, [flag] * count) for flag in {bool(c) for c in contexts}}
         rows = [row for context in contexts for row in encoded[bool(context)]]
         ids, candidate_mask = pad(rows, self.pad_token_id)
         targets, _ = pad(rows, IGNORE)
         full_mask = torch.cat([mask.repeat_interleave(count, 0), candidate_mask.to(mask.device)], dim=1)
-        continued = self.model(input_ids=ids.to(mask.device), attention_mask=full_mask.long(), past_key_values=cache,
+        continued = self.model(input_ids=ids.to(mask.device), attention_mask=full_mask.long(), **{name: cache},
                                position_ids=position_ids(full_mask)[:, mask.shape[1]:])
         logits = torch.cat([prefix.logits[:, -1:].repeat_interleave(count, 0), continued.logits[:, :-1]], dim=1)
         return TextLogits(logits.float(), targets.to(logits.device)).log_likelihood().view(batch, count)

@@ -154,6 +154,16 @@ def untie_output_embeddings(model: Any) -> None:
     head.weight = nn.Parameter(weight)
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing inside a transformers model: ``activation_checkpointing_enable``
+    from transformers 5.23, which deprecates the older ``gradient_checkpointing_enable``; that one before."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _checkpoint_sha256(path: str) -> str:
     """The fingerprint of the weight files of a transformers checkpoint: a local directory or a cached hub name."""
     from pathlib import Path
@@ -212,7 +222,7 @@ class TransformersLM(LanguageModel):
         self.model = self._load_model(path, config)
         self.width = self.model.get_input_embeddings().embedding_dim
         if grad_checkpointing:
-            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.model)
         self.configure_frozen(frozen, precision)
 
     @property
