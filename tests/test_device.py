@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import types
 
 import pytest
@@ -25,6 +26,7 @@ def cpu_with(monkeypatch):
         monkeypatch.setattr(device, "_torch_capabilities", lambda: dict(capabilities))
         monkeypatch.setattr(device, "cpu_flags", lambda: set())
         monkeypatch.setattr(device, "cpu_name", lambda: "Test CPU")
+        monkeypatch.setattr(device, "bf16_speed_ratio", lambda: 2.0)
         device._detected_cpu_bf16.cache_clear()
         device._warned.clear()
 
@@ -42,7 +44,27 @@ def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_computes_it(cpu_with, capabili
     assert choice.describe().startswith(f"{expected} (auto on cpu: ")
 
 
+def test_a_timed_probe_overrules_flags_that_torch_does_not_use(cpu_with, monkeypatch):
+    cpu_with(ZEN4)
+    monkeypatch.setattr(device, "bf16_speed_ratio", lambda: 1 / 55)
+    choice = device.resolve_precision("auto", "cpu")
+    assert choice.precision == "fp32" and "55x slower than fp32" in choice.reason
+
+
+def test_the_probe_tells_emulated_bf16_from_native():
+    import subprocess
+    import sys
+
+    probe = "from vlreg.device import bf16_speed_ratio; print(bf16_speed_ratio())"
+    capped = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert float(capped.stdout) < 0.25  # an AVX2-only CPU: emulated bf16, tens of times slower
+    if device._torch_capabilities().get("avx512_bf16"):
+        assert device.bf16_speed_ratio() > 0.5
+
+
 def test_cpu_flags_decide_where_torch_reports_no_capabilities(monkeypatch):
+    monkeypatch.setattr(device, "bf16_speed_ratio", lambda: 2.0)
     monkeypatch.delenv(device.CPU_BF16_ENV, raising=False)
     monkeypatch.setattr(device, "_torch_capabilities", lambda: {})
     monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
