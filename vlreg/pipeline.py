@@ -355,6 +355,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     import torch
 
     from .config import save_config
+    from .device import frozen_precision, resolve_precision
     from .registry import registry
     from .runner import RunConfig
 
@@ -366,11 +367,13 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         run["resume"] = False
         shutil.rmtree(stage.output_dir / "checkpoints", ignore_errors=True)
     run_config = call(RunConfig, run, f"{where}.run", "run")
+    precision = resolve_precision(run_config.precision)
     data = cfg.get("data") or {}
     datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
     prepare_tokenizers(cfg.get("tokenizers") or [], datasets, where)
     torch.manual_seed(run_config.seed)  # components built from config get the same weights in every stage
-    model = task.build_model(cfg.get("model"))
+    with frozen_precision(precision.precision):  # frozen components' "auto" follows the run
+        model = task.build_model(cfg.get("model"))
     initialise(project, stage, model)
     if cfg.get("feature_cache") and getattr(model, "encoder", None) is not None:
         from .runner.feature_cache import attach_feature_cache
@@ -380,7 +383,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         for dataset in datasets.values():
             attach_feature_cache(dataset, model.encoder, root)
     stage.output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(stage.saved or cfg, stage.output_dir / "config.yaml")
+    save_config(stage.saved or cfg, stage.output_dir / "config.yaml", comment=f"precision: {precision.describe()}")
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
     if hasattr(task, "export"):

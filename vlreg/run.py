@@ -47,15 +47,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def dry_run(stages: dict[str, dict[str, Any]]) -> int:
     """Validate and build each stage's model on the meta device, and print its summary."""
+    from .device import frozen_precision, resolve_precision
     from .models.base import dry_build
     from .models.summary import format_rows, summarise
     from .pipeline import build_model, component_names
 
     for name, stage in stages.items():
-        with dry_build():
+        precision = resolve_precision((stage.get("run") or {}).get("precision", "auto"))
+        with dry_build(), frozen_precision(precision.precision):
             model = build_model(stage)
             rows = summarise(model, component_names(stage))
         print(f"stage {name}: task {stage['task']['name'] if stage.get('task') else '-'}")
+        print(f"precision {precision.describe()}")
         print(format_rows(rows))
         print()
     return 0
