@@ -211,10 +211,10 @@ def test_a_pickled_llm_path_or_init_from_is_refused_in_one_line(stage, tmp_path,
     no_data = {k: v for k, v in stage.items() if k not in ("data", "tokenizers")}  # the model is built first
     llm = {**no_data, "model": {**stage["model"], "llm": {"name": "causal_lm", "path": str(opt), "tokenizer": "x"}}}
     code, err = cli(["--cfg", str(write(tmp_path / "llm.yaml", llm))], capsys)
-    assert_one_line(code, err, f"CausalLM: '{opt}' is a pickle that needs code to load (Unsupported global: exec")
+    assert_one_line(code, err, f"CausalLM: '{opt}' holds a pickle that needs code to load (it calls exec)")
     bridge = {**no_data, "model": {**stage["model"], "bridge": {**stage["model"]["bridge"], "init_from": str(bert)}}}
     code, err = cli(["--cfg", str(write(tmp_path / "bridge.yaml", bridge))], capsys)
-    assert_one_line(code, err, f"qformer: init_from: '{bert}' is a pickle that needs code to load")
+    assert_one_line(code, err, f"qformer: init_from: '{bert}' holds a pickle that needs code to load (it calls exec)")
     assert "weights_only" not in err and not marker.exists()
 
 

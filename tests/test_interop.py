@@ -344,7 +344,7 @@ def test_a_pickle_that_would_run_code_is_refused(tokenizer_dirs, tmp_path):
 
     path = tmp_path / "malicious.pth"
     torch.save({"model": {"query_tokens": torch.zeros(1, QUERIES, WIDTH), "extra": Payload()}}, path)
-    with pytest.raises(UserError, match="malicious.pth' is a pickle that needs code to load") as refused:
+    with pytest.raises(UserError, match="malicious.pth' holds a pickle that needs code to load") as refused:
         vlreg.load_model(path, config=stage1_node(tokenizer_dirs["bert"]))
     assert not marker.exists() and "weights_only" not in str(refused.value)
 

@@ -51,15 +51,29 @@ def os_error_in(exc: BaseException) -> OSError | None:
     return None
 
 
+def torch_load_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line, without torch's advice to retry with ``weights_only=False``."""
+    text = str(exc)
+    reason = text.split("WeightsUnpickler error:", 1)[-1].strip()
+    reason = re.split(r"\n\s*\n| Please use `torch|Check the documentation", reason)[0]
+    return " ".join(reason.split())[:300]
+
+
+def needs_code(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a pickle because loading it would call code."""
+    return "Unsupported global" in str(exc)
+
+
 def unpickling_failure(exc: BaseException, path: object = None) -> str:
-    """One line for a weights pickle that cannot be read: refused by ``torch.load(weights_only=True)``
-    (which global it needed, and what to do instead, never torch's advice to load it unsafely) or damaged."""
+    """One line for a weights pickle that cannot be read: refused because it would call code (what it
+    calls, and what to do instead), or damaged; never torch's advice to load it unsafely."""
     where = f"{path} " if path is not None else "a weights file "
-    if "Weights only load failed" not in str(exc):
-        return f"{where}cannot be unpickled ({' '.join(str(exc).split())[:200]}): it is damaged or not a weights file"
-    found = re.search(r"Unsupported (?:global|operand)[^.]*", str(exc))
-    what = f" ({found.group(0).replace('GLOBAL ', '')})" if found else ""
-    return (f"{where}is a pickle that needs code to load{what}, and vlreg never runs code from a weights file: "
+    if not needs_code(exc):
+        return f"{where}cannot be unpickled ({torch_load_reason(exc)}): it is damaged or not a weights file"
+    called = re.search(r"Unsupported global: (?:GLOBAL )?([\w.]+)", str(exc))
+    what = f" (it calls {called.group(1)})" if called else ""
+    holds = f"{path} holds" if path is not None else "a weights file is"
+    return (f"{holds} a pickle that needs code to load{what}, and vlreg never runs code from a weights file: "
             "use its safetensors version, or convert it in a Python session you trust (torch.load, then "
             "safetensors.torch.save_file)")
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, unpickling_failure
+from ..errors import ConfigError, needs_code, torch_load_reason, unpickling_failure
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 NESTING_KEYS = ("model", "state_dict", "module")
@@ -45,11 +44,11 @@ def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
 
             return load_file(str(file))
         content: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # a pickle that would run code
-        raise ConfigError(unpickling_failure(exc, repr(str(path)))) from None
-    except Exception as exc:  # truncated or foreign files
-        message = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"cannot read checkpoint {str(path)!r} safely ({type(exc).__name__}): {message}") from None
+    except Exception as exc:  # pickles that would run code, truncated or foreign files
+        if needs_code(exc):
+            raise ConfigError(unpickling_failure(exc, repr(str(path)))) from None
+        raise ConfigError(f"cannot read checkpoint {str(path)!r} safely ({type(exc).__name__}): "
+                          f"{torch_load_reason(exc)}") from None
     while isinstance(content, Mapping) and not _is_state(content):
         nested = [key for key in NESTING_KEYS if isinstance(content.get(key), Mapping)]
         if not nested:
