@@ -5,7 +5,7 @@ benchmark 1's small scale (12 blocks x 384 at 224 px) and the tiny Q-Former with
 branch (``configs/bridges/qformer_tiny.yaml``): the frozen encoder dominates, as EVA ViT-g does
 in BLIP-2. Pictures are prepared deterministically (``image_eval``), which the cache needs.
 
-Both runs go through the runner (``Trainer.fit``, no worker processes, one metrics line per
+Both runs go through the runner (``Trainer.fit``, fp32, no worker processes, one metrics line per
 epoch); an epoch's time is the sum of its step times (data included). The cached run first
 encodes every picture once (:func:`vlreg.runner.feature_cache.attach_feature_cache`): that
 time belongs to its first epoch. Later epochs read ``[N, D]`` token rows from the memory-mapped
@@ -23,25 +23,21 @@ from typing import Any
 
 import torch
 
-from .pairs import world_captions
 from .results import Row, seconds
+from .texts import Texts
 
 SPEEDUP_TARGET = 3.0
 
 
-def stage1_model(work: Path, world: Path) -> Any:
-    """The stage-1 model, seeded (each run builds its own, equal, copy)."""
+def stage1_model(texts: Texts) -> Any:
+    """The stage-1 model, seeded (each run builds its own, equal, copy), frozen encoder in fp32."""
     from vlreg.config import load_config, to_plain
     from vlreg.models.assembly import VisionLanguageModel
-    from vlreg.models.tokenizers import save_tokenizer, train_tokenizer
 
-    tokenizer = work / "tokenizer_bert"
-    if not (tokenizer / "tokenizer_config.json").exists():
-        save_tokenizer(train_tokenizer(world_captions(world, 10_000), "bert", vocab_size=900), tokenizer)
-    bridge = {**to_plain(load_config("bridges/qformer_tiny.yaml")), "tokenizer": str(tokenizer)}
+    bridge = {**to_plain(load_config("bridges/qformer_tiny.yaml")), "tokenizer": texts.bert_tokenizer}
     torch.manual_seed(0)
     return VisionLanguageModel.from_config({
-        "encoder": {"name": "timm_vit", "model": "vit_small_patch16_224", "img_size": 224},
+        "encoder": {"name": "timm_vit", "model": "vit_small_patch16_224", "img_size": 224, "precision": "fp32"},
         "bridge": bridge,
         "losses": {"itc": 1.0, "itm": 1.0, "itg": 1.0},
     })
@@ -54,7 +50,8 @@ def pairs_dataset(world: Path, samples: int) -> Any:
                              "max_samples": samples, "processor": {"name": "image_eval", "image_size": 224}})
 
 
-def train_epochs(work: Path, world: Path, samples: int, epochs: int, batch_size: int, cached: bool) -> dict[str, Any]:
+def train_epochs(work: Path, world: Path, texts: Texts, samples: int, epochs: int, batch_size: int,
+                 cached: bool) -> dict[str, Any]:
     """One run of ``epochs`` epochs; returns the fill time and each epoch's seconds."""
     from vlreg.runner import Trainer
     from vlreg.runner.feature_cache import attach_feature_cache
@@ -62,7 +59,7 @@ def train_epochs(work: Path, world: Path, samples: int, epochs: int, batch_size:
 
     out = work / ("stage1_cached" if cached else "stage1_plain")
     shutil.rmtree(out, ignore_errors=True)
-    model, dataset = stage1_model(work, world), pairs_dataset(world, samples)
+    model, dataset = stage1_model(texts), pairs_dataset(world, samples)
     fill = 0.0
     if cached:
         start = time.perf_counter()
@@ -70,7 +67,8 @@ def train_epochs(work: Path, world: Path, samples: int, epochs: int, batch_size:
         fill = time.perf_counter() - start
     steps = len(dataset) // batch_size
     Trainer({"output_dir": str(out), "max_epochs": epochs, "batch_size": batch_size, "num_workers": 0,
-             "log_every": steps, "checkpoint_every": 0, "lr": 1e-4, "seed": 0}).fit(model, Stage1Pretraining(), dataset)
+             "log_every": steps, "checkpoint_every": 0, "lr": 1e-4, "seed": 0, "precision": "fp32"}
+            ).fit(model, Stage1Pretraining(), dataset)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epoch_seconds = [line["step_time_s"] * steps for line in lines if "step_time_s" in line]
     losses = [line["loss"] for line in lines if "loss" in line]
@@ -78,10 +76,10 @@ def train_epochs(work: Path, world: Path, samples: int, epochs: int, batch_size:
             "data_wait": [line["data_wait"] for line in lines if "data_wait" in line]}
 
 
-def run(work: Path, world: Path, samples: int, epochs: int, batch_size: int = 16) -> list[Row]:
+def run(work: Path, world: Path, texts: Texts, samples: int, epochs: int, batch_size: int = 16) -> list[Row]:
     """Both runs, the plain one first; rows for the first epoch and for the later ones."""
-    plain = train_epochs(work, world, samples, epochs, batch_size, cached=False)
-    cached = train_epochs(work, world, samples, epochs, batch_size, cached=True)
+    plain = train_epochs(work, world, texts, samples, epochs, batch_size, cached=False)
+    cached = train_epochs(work, world, texts, samples, epochs, batch_size, cached=True)
     first_plain, first_cached = plain["epochs_s"][0], cached["fill_s"] + cached["epochs_s"][0]
     later_plain = statistics.median(plain["epochs_s"][1:])
     later_cached = statistics.median(cached["epochs_s"][1:])
