@@ -212,3 +212,20 @@ def test_one_row_packing_gives_the_padded_loss(tiny_nodes):
                        logits_to_keep=scored).logits
     loss = torch.nn.functional.cross_entropy(logits.float(), packed.targets[scored])
     torch.testing.assert_close(loss, reference, rtol=0, atol=2e-6)
+
+
+def test_the_commands_let_idle_threads_sleep_unless_told_otherwise():
+    import subprocess
+    import sys
+
+    def policy(given, before=""):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update({"OMP_WAIT_POLICY": given} if given else {})
+        code = (f"{before}import os; from vlreg.cli import guarded; guarded(lambda argv: 0)([]); "
+                "print(os.environ.get('OMP_WAIT_POLICY'))")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              check=True).stdout.strip()
+
+    assert policy(None) == "PASSIVE"
+    assert policy("ACTIVE") == "ACTIVE"  # the user's choice stands
+    assert policy(None, before="import torch; ") == "None"  # too late to matter: left alone

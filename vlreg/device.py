@@ -221,6 +221,19 @@ def warn_if_slow(precision: str, capability: Optional[CpuBf16] = None) -> None:
           "use precision: auto or fp32", file=sys.stderr, flush=True)
 
 
+def threads_sleep_when_idle() -> None:
+    """Let torch's idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``), unless set.
+
+    With spinning threads, two threads of one process on a CPU that other processes share wait for
+    each other at every operation: on a busy 2-core machine a small MLP's step took 194 ms with two
+    spinning threads, 68 ms with one and 33 ms with two sleeping ones; on an idle machine sleeping
+    threads cost about 8 % (see benchmarks/README.md). The vlreg commands call this first; it has
+    no effect once torch is imported (the OpenMP runtime reads the variable when it loads).
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 _run_precision: list[str] = []
 
 
