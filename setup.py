@@ -11,12 +11,16 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vlreg", "vlreg.*"]),
     include_package_data=True,
+    # torch, transformers and timm: the lowest versions allowed are those CI tests (.ci/run runs the model, LLM
+    # and interop tests with them; .ci/versions.py reads them from here). transformers: 5.21 computes logits
+    # at chosen positions only (a boolean logits_to_keep), and 6 removes what 5.x deprecates. timm: 1.0.21
+    # builds ViTs on the meta device (dry runs). torch: 2.13.0 is the CPU build CI installs.
     install_requires=[
-        "torch>=2.4,<3",
-        "transformers>=5.0,<6",
+        "torch>=2.13.0",
+        "transformers>=5.21.0,<6",
         "tokenizers>=0.21",
         "safetensors>=0.4",
-        "timm>=1.0",
+        "timm>=1.0.21",
         "omegaconf>=2.3",
         "decord>=0.6",
         "av>=12",
