@@ -229,3 +229,13 @@ def test_the_commands_let_idle_threads_sleep_unless_told_otherwise():
     assert policy(None) == "PASSIVE"
     assert policy("ACTIVE") == "ACTIVE"  # the user's choice stands
     assert policy(None, before="import torch; ") == "None"  # too late to matter: left alone
+
+
+def test_fp16_on_a_cpu_is_refused_before_any_work(tmp_path, capsys):
+    from vlreg.run import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["--cfg", "projects/blip2/stage1.yaml", "--dry-run", "stages.0.run.precision=fp16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vlreg: error: stages.lm.run.precision: fp16 needs a CUDA GPU") and "\n" not in err

@@ -200,6 +200,11 @@ def resolve_precision(requested: str, device: Any = None) -> PrecisionChoice:
     if device_type != "cpu":
         return PrecisionChoice(requested, "fp32" if requested == "auto" else requested,
                                "no rule for this device: fp32", device_type)
+    if requested == "fp16":
+        from .errors import ConfigError
+
+        raise ConfigError("fp16 needs a CUDA GPU (training scales the loss with a GradScaler); "
+                          "use auto or bf16 on a CPU")
     capability = cpu_bf16()
     if requested == "auto":
         return PrecisionChoice(requested, "bf16" if capability.native else "fp32", capability.reason, "cpu")

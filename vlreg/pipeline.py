@@ -254,6 +254,7 @@ class Project:
 def validate_stage(stage: Stage) -> None:
     """Check a stage's task, model, data and run sections before anything is built."""
     from .build import validate
+    from .device import resolve_precision
     from .registry import registry
     from .runner import RunConfig
 
@@ -270,6 +271,10 @@ def validate_stage(stage: Stage) -> None:
     run = dict(cfg.get("run") or {})
     run.setdefault("output_dir", str(stage.output_dir))
     run_config = call(RunConfig, run, f"{where}.run", "run")
+    try:
+        resolve_precision(run_config.precision)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.run.precision: {exc}") from None
     registry("runner").get(cfg.get("runner") or "trainer")
     metrics = task.metric_names()
     best = run_config.best_metric

@@ -54,7 +54,8 @@ ARGUMENTS = """
         tokenizer: tokenizer directory or hub name; defaults to ``path``. Loaded on first use.
         frozen: no gradients for the weights and eval mode kept; gradients still flow back to the
             prompts, so a bridge trains through the frozen LLM.
-        precision: dtype of the frozen weights (``fp32``, ``bf16``, ``fp16``). Prompts are cast to
+        precision: dtype of the frozen weights (``auto``: by the device, see :mod:`vlreg.device`;
+            ``fp32``, ``bf16``, ``fp16``). Prompts are cast to
             it on the way in; logits come out as float32.
         max_text_length: the most tokens of a context, and separately of a target, each counting
             its special tokens.
@@ -199,7 +200,7 @@ class TransformersLM(LanguageModel):
         config: Optional[TransformersConfig] = None,
         tokenizer: Optional[str] = None,
         frozen: bool = True,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         max_text_length: int = 32,
         prompt: str = "",
         grad_checkpointing: bool = False,
