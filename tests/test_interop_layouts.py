@@ -70,7 +70,8 @@ def head_tied(language_model) -> bool:
 @pytest.mark.parametrize("layout", ["saved", "hub"])
 def test_flant5_layout_loads_generates_and_exports_as_transformers(tokenizer_dirs, tmp_path, layout):
     """``saved``: as this transformers saves a FlanT5-style BLIP-2 built from its config (no output scaling;
-    the head is tied to the embeddings on build); ``hub``: as the hub's checkpoints are (see :func:`as_on_the_hub`)."""
+    transformers 5 ties the head to the embeddings on build); ``hub``: as the hub's checkpoints are (see
+    :func:`as_on_the_hub`), with a head of its own."""
     from transformers import Blip2ForConditionalGeneration, T5Config
 
     text = T5Config(vocab_size=VOCAB, d_model=24, d_kv=8, d_ff=48, num_heads=3, num_layers=2, num_decoder_layers=2,
@@ -80,7 +81,7 @@ def test_flant5_layout_loads_generates_and_exports_as_transformers(tokenizer_dir
         as_on_the_hub(directory)
     hf = Blip2ForConditionalGeneration.from_pretrained(directory).eval()
     assert hf.config.text_config.scale_decoder_outputs is False  # transformers reads it as FlanT5: no rescaling
-    assert head_tied(hf.language_model) is (layout == "saved")
+    assert layout == "saved" or not head_tied(hf.language_model)  # the hub's head is its own
 
     model = vlreg.load_model(directory)
     assert model.llm.model.config.scale_decoder_outputs is False
