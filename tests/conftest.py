@@ -29,7 +29,7 @@ def deprecated_by_transformers_for_vlreg(category: type) -> bool:
     if not issubclass(category, (DeprecationWarning, FutureWarning)):
         return False
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__") in (__name__, "warnings"):
+    while frame is not None and frame.f_globals.get("__name__") in (__name__, "warnings", "_py_warnings"):
         frame = frame.f_back
     if frame is None or not frame.f_globals.get("__name__", "").startswith("transformers"):
         return False
