@@ -1,6 +1,26 @@
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+RECIPES = ("configs", "projects", "benchmarks/suites")  # vlreg/recipes.py reads them under vlreg/_recipes/
+
+
+class BuildWithRecipes(build_py):
+    """Builds the package with a copy of the recipes inside it, at ``vlreg/_recipes/<folder>``, so that an
+    installed vlreg has them; an editable install reads the checkout's own."""
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        for folder in RECIPES:
+            for file in sorted((HERE / folder).rglob("*.yaml")):
+                target = Path(self.build_lib, "vlreg", "_recipes", file.relative_to(HERE))
+                self.mkpath(str(target.parent))
+                self.copy_file(str(file), str(target))
+
 
 setup(
     name="vlreg",
@@ -37,4 +57,5 @@ setup(
     entry_points={
         "console_scripts": ["vlreg=vlreg.cli:main"],
     },
+    cmdclass={"build_py": BuildWithRecipes},
 )

@@ -125,10 +125,15 @@ def test_a_bad_stage_is_one_line_before_any_work(stage_file, tmp_path, capsys, o
 @pytest.mark.parametrize("override, message", [
     ("stages.2.model.bridge.no_such_key=1", "stages.vqa.model.bridge: unknown key 'no_such_key' for bridge 'qformer'"),
     ("stages.3.model.bridge.no_such_key=1", "override 'stages.3.model.bridge.no_such_key=1': stages is a list; "
-                                            "address its items by position (0 to 2)"),
-    ("stages.stage1.run.lr=1", "stages is a list; address its items by position (0 to 2) (stage1 is stages.0)"),
+                                            "address its items by position (0 to 2) or by name (stage1, stage2, vqa)"),
+    ("stages.stage3.run.lr=1", "stages is a list; address its items by position (0 to 2) or by name"),
     ("stages.9.run.lr=1", "override 'stages.9.run.lr=1': stages is a list"),
-    ("stages.stage1=1", "override 'stages.stage1=1': stages is a list"),
+    ("stages.stage1=1", "stages[0]: a stage is a mapping with a name, got 1"),
+    ("stage2.model.bridge.no_such_key=1", "stages.stage2.model.bridge: unknown key 'no_such_key' for bridge 'qformer'"),
+    ("all.run.lr=fast", "stages.stage1.run.lr: expected float, got str 'fast'"),
+    ("stag1.run.lr=1", "override 'stag1.run.lr=1': 'stag1' is neither a stage (did you mean 'stage1'?) nor a key of "
+                       "the project; stages: stage1, stage2, vqa. Set a stage's key as STAGE.key=value"),
+    ("run.max_steps=7", "override 'run.max_steps=7': 'run' is neither a stage nor a key of the project"),
     ("stages.0=1", "stages[0]: a stage is a mapping with a name, got 1"),
     ("stages=[]", "project: stages must be a non-empty list"),
     ("stages={a: 1}", "override 'stages={a: 1}': stages is a list"),

@@ -85,3 +85,75 @@ def test_includes_must_be_a_list(tmp_path):
     main = write(tmp_path / "main.yaml", "model: {includes: parts/vit.yaml}\n")
     with pytest.raises(ConfigError, match="includes must be a list"):
         load_config(main)
+
+
+def two_stages(tmp_path):
+    """A project of two stages, the first from an included file."""
+    write(tmp_path / "parts" / "first.yaml", "name: first\ntask: x\nrun: {lr: 0.1, max_steps: 5}\n")
+    return write(tmp_path / "project.yaml", (
+        "name: p\n"
+        "stages:\n"
+        "  - includes: [parts/first.yaml]\n"
+        "  - {name: second, task: x, run: &run {lr: 0.2, max_steps: 5}}\n"))
+
+
+def test_stage_overrides_set_one_stage_every_stage_or_the_chosen_ones(tmp_path):
+    path = two_stages(tmp_path)
+    cfg = to_plain(load_config(path, ["second.run.max_steps=50", "all.run.lr=0.5", "stages.first.run.seed=3",
+                                      "name=q"]))
+    assert [s["run"] for s in cfg["stages"]] == [{"lr": 0.5, "max_steps": 5, "seed": 3}, {"lr": 0.5, "max_steps": 50}]
+    assert cfg["name"] == "q"
+    chosen = to_plain(load_config(path, ["run.max_steps=7"], stages=["second"]))
+    assert [s["run"]["max_steps"] for s in chosen["stages"]] == [5, 7]
+
+
+def test_all_in_a_config_of_one_stage_is_the_config_itself(tmp_path):
+    path = write(tmp_path / "one.yaml", "name: one\ntask: x\nrun: {lr: 0.1}\n")
+    assert to_plain(load_config(path, ["all.run.lr=0.3", "run.max_steps=4"]))["run"] == {"lr": 0.3, "max_steps": 4}
+
+
+@pytest.mark.parametrize("overrides, stages, message", [
+    (["secnd.run.lr=1"], (), "override 'secnd.run.lr=1': 'secnd' is neither a stage (did you mean 'second'?) nor a "
+                             "key of the project; stages: first, second. Set a stage's key as STAGE.key=value"),
+    (["run.lr=1"], (), "'run' is neither a stage nor a key of the project"),
+    ([], ["third"], "unknown stage 'third'; stages: first, second"),
+    (["stages.third.run.lr=1"], (), "stages is a list; address its items by position (0 to 1) or by name (first, "
+                                    "second)"),
+])
+def test_stage_override_mistakes_name_the_stages(tmp_path, overrides, stages, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(two_stages(tmp_path), overrides, stages=stages)
+    assert message in str(caught.value)
+
+
+def test_trace_config_says_where_each_key_was_set(tmp_path):
+    from vlreg.config import trace_config
+
+    path = two_stages(tmp_path)
+    first, project = tmp_path / "parts" / "first.yaml", tmp_path / "project.yaml"
+    cfg, origins = trace_config(path, ["second.run.max_steps=50"])
+    assert origins[("name",)] == f"{project}:1"
+    assert origins[("stages", 0)] == f"{project}:3"
+    assert origins[("stages", 0, "name")] == f"{first}:1"
+    assert origins[("stages", 0, "run", "lr")] == f"{first}:3"
+    assert origins[("stages", 1, "run", "lr")] == f"{project}:4"
+    assert origins[("stages", 1, "run", "max_steps")] == "override second.run.max_steps=50"
+
+
+def test_trace_config_follows_anchors_merges_and_nested_includes(tmp_path):
+    from vlreg.config import trace_config
+
+    write(tmp_path / "bridge.yaml", "name: qformer\nnum_queries: 32\nlayers: [1, 2]\n")
+    main = write(tmp_path / "main.yaml", (
+        "a: &base {x: 1, y: 2}\n"
+        "b:\n"
+        "  <<: *base\n"
+        "  y: 3\n"
+        "bridge: {includes: [bridge.yaml], num_queries: 8}\n"))
+    cfg, origins = trace_config(main, ["bridge.layers=[4]"])
+    assert to_plain(cfg)["b"] == {"x": 1, "y": 3}
+    assert origins[("b", "x")] == f"{main}:1" and origins[("b", "y")] == f"{main}:4"
+    assert origins[("bridge", "name")] == f"{tmp_path / 'bridge.yaml'}:1"
+    assert origins[("bridge", "num_queries")] == f"{main}:5"
+    assert origins[("bridge", "layers")] == origins[("bridge", "layers", 0)] == "override bridge.layers=[4]"
+    assert ("bridge", "layers", 1) not in origins

@@ -1,9 +1,18 @@
-"""The ``vlreg`` command (also ``python -m vlreg``): list components, run configs.
+"""The ``vlreg`` command (also ``python -m vlreg``): list components and recipes, show and run configs.
 
-Every command is :func:`guarded`: a mistake of the user, or a fault of the machine the
-user can fix (a full disk, a directory without write permission, a damaged file), ends
-with status 2 and one line on stderr that says what to do; anything else is a bug and
-keeps its traceback. ``--debug`` shows the traceback of any error.
+::
+
+    vlreg list [KIND] [PATTERN]      registered components (-l: with descriptions)
+    vlreg info KIND NAME             a component's arguments and documentation
+    vlreg ls                         the recipes that come with vlreg, with their descriptions
+    vlreg cp RECIPE [DEST]           copy a recipe to edit it
+    vlreg config FILE [key=value]    the resolved config of each stage (--where: the file and line of each key)
+    vlreg run FILE [key=value]       run a config (python -m vlreg.run)
+
+Every command is :func:`guarded`: a mistake of the user (a wrong argument included), or a
+fault of the machine the user can fix (a full disk, a directory without write permission,
+a damaged file), ends with status 2 and one line on stderr that says what to do; anything
+else is a bug and keeps its traceback. ``--debug`` shows the traceback of any error.
 """
 
 from __future__ import annotations
@@ -15,15 +24,42 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from .device import threads_sleep_when_idle
-from .errors import UserError, os_error_in, unpickling_failure
+from .errors import UsageError, UserError, os_error_in, unpickling_failure
 from .registry import KINDS, list_components, registry
 
 DEBUG_FLAG = "--debug"
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose complaints are :class:`UsageError`: one line and exit status 2 under :func:`guarded`."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     """Accept ``--debug`` (read by :func:`guarded`)."""
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of any error")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """A config (a file or a recipe name), as the first argument or with ``--cfg``, then overrides."""
+    parser.add_argument("--cfg", help="the config: a YAML file or a recipe that comes with vlreg (pformer/video); "
+                                      "may also be given as the first argument")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="overrides, applied last; in a project STAGE.key=value or all.key=value")
+    parser.add_argument("--stage", action="append", default=None,
+                        help="only this stage of a project (repeatable); a project's bare overrides set it")
+
+
+def config_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (options and overrides in any order); ``cfg`` is the first argument when ``--cfg`` is not given."""
+    args = parser.parse_intermixed_args(argv)
+    if args.cfg is None:
+        if not args.overrides or "=" in args.overrides[0]:
+            parser.error("name the config: a YAML file or a recipe (vlreg ls lists them), first or with --cfg")
+        args.cfg, args.overrides = args.overrides[0], args.overrides[1:]
+    return args
 
 
 def _os_message(exc: OSError) -> str:
@@ -100,19 +136,37 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(rest: Sequence[str]) -> int:
-    from .run import main as run_main
+def _ls(args: argparse.Namespace) -> int:
+    from .recipes import describe, projects
 
-    return run_main(rest)
+    found = projects()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
+        print(f"{name:<{width}}  {describe(path)}")
+    return 0
+
+
+def _cp(args: argparse.Namespace) -> int:
+    from .recipes import copy_project
+
+    print(copy_project(args.recipe, args.destination))
+    return 0
+
+
+COMMANDS = {"run": "vlreg.run", "config": "vlreg.config_view"}
+"""Commands with a parser of their own: the rest of the command line is their module's ``main``'s."""
 
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
+    import importlib
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if [a for a in argv if a != DEBUG_FLAG][:1] == ["run"]:  # the rest is python -m vlreg.run's, options included
-        at = argv.index("run")
-        return _run(argv[:at] + argv[at + 1:])
-    parser = argparse.ArgumentParser(prog="vlreg", description=__doc__.splitlines()[0])
+    command = [a for a in argv if a != DEBUG_FLAG][:1]
+    if command and command[0] in COMMANDS:  # options included
+        at = argv.index(command[0])
+        return importlib.import_module(COMMANDS[command[0]]).main(argv[:at] + argv[at + 1:])
+    parser = Parser(prog="vlreg", description=__doc__.splitlines()[0])
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -129,7 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_debug_flag(p)
     p.set_defaults(func=_info)
 
-    sub.add_parser("run", help="run a config: vlreg run --cfg FILE [key=value ...] (same as python -m vlreg.run)")
+    p = sub.add_parser("ls", help="the recipes that come with vlreg, with their one-line descriptions")
+    add_debug_flag(p)
+    p.set_defaults(func=_ls)
+
+    p = sub.add_parser("cp", help="copy a recipe to edit it: vlreg cp pformer/video my.yaml")
+    p.add_argument("recipe", help="a recipe, as vlreg ls names it")
+    p.add_argument("destination", nargs="?", default=".", help="a file, or a directory (default: here)")
+    add_debug_flag(p)
+    p.set_defaults(func=_cp)
+
+    sub.add_parser("config", help="the resolved config of each stage: vlreg config FILE [key=value ...] [--where]")
+    sub.add_parser("run", help="run a config: vlreg run FILE [key=value ...] (same as python -m vlreg.run)")
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -20,6 +20,10 @@ class ConfigError(UserError):
     """A config key, value or file is wrong."""
 
 
+class UsageError(UserError):
+    """A command was given arguments it does not take."""
+
+
 class UnknownComponentError(UserError, KeyError):
     """A registered name was looked up that nobody registered."""
 

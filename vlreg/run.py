@@ -1,8 +1,10 @@
-"""``python -m vlreg.run --cfg FILE [key=value ...]``: run a stage or a whole project.
+"""``python -m vlreg.run [--cfg] FILE [key=value ...]``: run a stage or a whole project.
 
 A config either describes one stage (``model``, ``task``, ``data``, ``run``) or a
 project: ``stages:``, a list of stages run in order, each initialised from earlier
-ones (see :mod:`vlreg.pipeline`).
+ones (see :mod:`vlreg.pipeline`). FILE is a path or a recipe that comes with vlreg
+(``pformer/video``; ``vlreg ls`` lists them). Overrides are described in
+:func:`vlreg.config.apply_overrides`.
 
 ``--dry-run`` resolves and validates the config, builds every model on the meta
 device (no weights, no memory) and prints, per component, its registered name,
@@ -20,29 +22,27 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from .cli import add_debug_flag, guarded
+from .cli import Parser, add_config_arguments, add_debug_flag, config_arguments, guarded
 from .config import find_config, load_config, to_plain, without_env
 from .registry import import_plugin_modules
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m vlreg.run",
         description="Run a vlreg config: one stage, or a project's stages in order.",
-        epilog="Overrides use dotted keys, e.g.  run.max_steps=100 model.bridge.num_queries=16",
+        epilog="Overrides use dotted keys, e.g.  run.max_steps=100 model.bridge.num_queries=16; in a project, "
+               "STAGE.key=value sets one stage's (stage2.run.max_steps=50), all.key=value every stage's",
     )
-    parser.add_argument("--cfg", required=True, help="config file (YAML)")
-    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, applied last")
+    add_config_arguments(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, build on the meta device, print a summary per component, and exit")
-    parser.add_argument("--stage", action="append", default=None,
-                        help="run only this stage of a project (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages that already completed")
     parser.add_argument("--allow-local-plugins", action="store_true",
                         help="let plugins: import modules from the current directory and the config's "
                              "(code that came with the config); by default only installed packages")
     add_debug_flag(parser)
-    return parser.parse_args(argv)
+    return config_arguments(parser, argv)
 
 
 def dry_run(stages: dict[str, dict[str, Any]]) -> int:
@@ -67,7 +67,7 @@ def dry_run(stages: dict[str, dict[str, Any]]) -> int:
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    raw = load_config(args.cfg, args.overrides)
+    raw = load_config(args.cfg, args.overrides, stages=args.stage or ())
     cfg = to_plain(raw, complete=True)
     import_plugin_modules(cfg.get("plugins") or [], allow_local=args.allow_local_plugins,
                           config_dir=find_config(args.cfg).parent)

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
+from .. import recipes
 from ..errors import ConfigError, UnknownComponentError, did_you_mean
 from ..registry import import_plugin_modules, register, registry
 
-SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "suites"
 BUILTIN_SUITES = ("coco", "vqav2", "msrvtt")
 SUITE_KEYS = ("name", "description", "plugins", "world", "data", "quick", "evaluations")
 DEFAULTS = {"world": {"root": "world", "size": "default", "seed": 0}, "data": {},
@@ -278,4 +278,4 @@ def evaluate(model: Any, evaluation: Evaluation, processor: Mapping[str, Any], o
 
 
 for _name in BUILTIN_SUITES:
-    register_suite(_name, SUITES_DIR / f"{_name}.yaml")
+    register_suite(_name, recipes.suites_dir() / f"{_name}.yaml")
