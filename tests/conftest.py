@@ -15,6 +15,9 @@ import torch
 # `precision: auto` would otherwise mean bf16 on CPUs with native bf16 and fp32 on the others.
 # tests/test_device.py checks what auto resolves to, with the CPU's capabilities mocked.
 os.environ.setdefault("VLREG_CPU_BF16", "0")
+# Tiny models run fastest on one thread, and the runs the tests start (in this process or in
+# subprocesses) then keep to one: run.threads auto honours OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle", "star"]

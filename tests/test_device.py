@@ -214,21 +214,34 @@ def test_one_row_packing_gives_the_padded_loss(tiny_nodes):
     torch.testing.assert_close(loss, reference, rtol=0, atol=2e-6)
 
 
-def test_the_commands_let_idle_threads_sleep_unless_told_otherwise():
+def test_auto_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(device, "busy_cores", lambda: 0.1)
+    assert device.cpu_threads("auto") == (2, "2 cores, 0.1 busy with other work")
+    monkeypatch.setattr(device, "busy_cores", lambda: 1.2)
+    assert device.cpu_threads("auto")[0] == 1
+    monkeypatch.setattr(device, "busy_cores", lambda: 5.0)
+    assert device.cpu_threads("auto")[0] == 1  # at least one
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert device.cpu_threads("auto") == (3, "OMP_NUM_THREADS")
+    assert device.cpu_threads(4) == (4, "as set")
+
+
+def test_busy_cores_sees_a_busy_process():
     import subprocess
     import sys
 
-    def policy(given, before=""):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        env.update({"OMP_WAIT_POLICY": given} if given else {})
-        code = (f"{before}import os; from vlreg.cli import guarded; guarded(lambda argv: 0)([]); "
-                "print(os.environ.get('OMP_WAIT_POLICY'))")
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                              check=True).stdout.strip()
+    quiet = device.busy_cores(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
 
-    assert policy(None) == "PASSIVE"
-    assert policy("ACTIVE") == "ACTIVE"  # the user's choice stands
-    assert policy(None, before="import torch; ") == "None"  # too late to matter: left alone
+        time.sleep(0.3)
+        busy = device.busy_cores(0.5)
+    finally:
+        spinner.kill()
+    assert 0 <= quiet <= os.cpu_count() and busy >= 0.6 and busy > quiet - 0.5
 
 
 def test_fp16_on_a_cpu_is_refused_before_any_work(tmp_path, capsys):

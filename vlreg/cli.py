@@ -23,7 +23,6 @@ import inspect
 import sys
 from typing import Callable, Optional, Sequence
 
-from .device import threads_sleep_when_idle
 from .errors import UsageError, UserError, os_error_in, unpickling_failure
 from .registry import KINDS, list_components, registry
 
@@ -96,7 +95,6 @@ def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
 
     def wrapper(argv: Sequence[str] | None = None) -> int:
         debug = DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
-        threads_sleep_when_idle()
         try:
             return main(argv)
         except KeyboardInterrupt:

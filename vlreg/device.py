@@ -226,17 +226,49 @@ def warn_if_slow(precision: str, capability: Optional[CpuBf16] = None) -> None:
           "use precision: auto or fp32", file=sys.stderr, flush=True)
 
 
-def threads_sleep_when_idle() -> None:
-    """Let torch's idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``), unless set.
+def busy_cores(seconds: float = 0.25) -> float:
+    """How many of this machine's cores other work keeps busy, from ``/proc/stat`` over ``seconds``.
 
-    With spinning threads, two threads of one process on a CPU that other processes share wait for
-    each other at every operation: on a busy 2-core machine a small MLP's step took 194 ms with two
-    spinning threads, 68 ms with one and 33 ms with two sleeping ones; on an idle machine sleeping
-    threads cost about 8 % (see benchmarks/README.md). The vlreg commands call this first; it has
-    no effect once torch is imported (the OpenMP runtime reads the variable when it loads).
+    Measured while this process waits, so what it counts is the others' work. 0 where
+    ``/proc/stat`` cannot be read.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import time
+
+    def totals() -> Optional[tuple[int, int]]:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = totals()
+    time.sleep(seconds)
+    second = totals()
+    if first is None or second is None or second[0] == first[0]:
+        return 0.0
+    busy_share = 1 - (second[1] - first[1]) / (second[0] - first[0])
+    return busy_share * (os.cpu_count() or 1)
+
+
+def cpu_threads(requested: Any = "auto") -> tuple[int, str]:
+    """The torch threads a CPU run uses, and why: ``requested`` (a number), or ``auto``.
+
+    ``auto``: ``OMP_NUM_THREADS`` where it is set (torchrun sets it per process); else the cores
+    this process may use that other work leaves idle, at least one. Two threads that share a
+    core with another busy process wait for each other at every operation: on a 2-core machine
+    with one other busy process, a world stage-2 step took 0.23 s on two threads and 0.10 s on
+    one, while on an idle machine two threads took 0.06 s (benchmarks/README.md).
+    """
+    if requested != "auto":
+        return int(requested), "as set"
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = busy_cores()
+    threads = max(1, min(usable, round(usable - busy)))
+    return threads, f"{usable} cores, {busy:.1f} busy with other work"
 
 
 _run_precision: list[str] = []

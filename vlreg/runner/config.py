@@ -52,6 +52,9 @@ class RunConfig:
             ``fp32``; ``bf16`` (autocast, CPU or GPU); ``fp16`` (autocast and a GradScaler, GPU
             only). Trainable weights and optimizer state stay fp32. The frozen components'
             ``precision: auto`` follows the resolved value.
+        threads: torch threads of a CPU run: a number, or ``auto``: ``OMP_NUM_THREADS`` where set,
+            else the cores other work leaves idle when the run starts (at least one; see
+            :func:`vlreg.device.cpu_threads`). GPU runs leave torch's setting alone.
         seed: seeds python, numpy and torch (plus the rank), the data order and
             every sample's augmentation.
         deterministic: ask torch for deterministic algorithms (slower; warns where
@@ -96,6 +99,7 @@ class RunConfig:
     layer_decay: Optional[float] = None
     grad_clip: Optional[float] = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    threads: Union[int, Literal["auto"]] = "auto"
     seed: int = 42
     deterministic: bool = False
     eval_every: Optional[int] = None
@@ -137,6 +141,8 @@ class RunConfig:
             raise ConfigError(f"run.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"run.grad_clip must be positive (or null for no clipping), got {self.grad_clip}")
+        if self.threads != "auto" and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"run.threads must be auto or a positive number, got {self.threads!r}")
         if self.resume is True:
             self.resume = "auto"
         if self.resume == "":

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import distributed as collectives
-from ..device import resolve_precision
+from ..device import cpu_threads, resolve_precision
 from ..errors import ConfigError, UserError
 from ..registry import register
 from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
@@ -110,8 +110,13 @@ class Trainer:
             raise ConfigError("run.precision fp16 needs a CUDA GPU (it uses a GradScaler); use auto or bf16 on CPU")
         self.precision_choice = resolve_precision(cfg.precision, env.device)
         self.precision = self.precision_choice.precision
+        threads = ""
+        if env.device.type == "cpu":
+            count, why = cpu_threads(cfg.threads)
+            torch.set_num_threads(count)
+            threads = f"; {count} thread{'s' if count > 1 else ''} ({why})"
         if env.is_main:
-            print(f"[vlreg] precision {self.precision_choice.describe()}", flush=True)
+            print(f"[vlreg] precision {self.precision_choice.describe()}{threads}", flush=True)
         self.output_dir = Path(cfg.output_dir)
         seed_all(cfg.seed + env.rank)
         set_deterministic(cfg.deterministic)
