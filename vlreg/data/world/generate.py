@@ -16,7 +16,9 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ...errors import ConfigError, DataError
 from . import write_attributes, write_coco, write_msrvtt, write_text, write_vqav2, write_webdataset
@@ -93,15 +95,36 @@ def _check_replaceable(root: Path, size: str, seed: int, sizes: WorldSize) -> No
                           f"refusing to overwrite it")
 
 
+def _second_core() -> Any:
+    """A pool of one worker process where a second core is free to use, else one that runs work in place."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if usable < 2:
+        return _InPlace()
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+class _InPlace(Executor):
+    """An executor that runs each task at once, in this process."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 def _generate(root: Path, size: str, seed: int, sizes: WorldSize) -> dict:
     """Write every file of a world under ``root``; returns the manifest (written last)."""
     pictures, clips = plan_pictures(sizes, seed), plan_clips(sizes, seed)
-    corpus = plan_corpus(sizes, seed)
-    paths = write_coco.write(root, pictures, sizes.image_size)
-    paths |= write_vqav2.write(root, pictures)
-    paths |= write_msrvtt.write(root, clips, sizes.image_size, sizes.num_frames, sizes.fps, seed)
-    shards, samples = write_webdataset.write(root, pictures["train"], sizes.shards, seed)
-    paths |= write_text.write(root, corpus)
+    with _second_core() as pool:  # the videos, half the work, beside everything else
+        videos = pool.submit(write_msrvtt.write, root, clips, sizes.image_size, sizes.num_frames, sizes.fps, seed)
+        corpus = plan_corpus(sizes, seed)
+        paths = write_coco.write(root, pictures, sizes.image_size)
+        paths |= write_vqav2.write(root, pictures)
+        shards, samples = write_webdataset.write(root, pictures["train"], sizes.shards, seed)
+        paths |= write_text.write(root, corpus)
+        paths |= videos.result()
     every_picture = [p for split in pictures.values() for p in split]
     every_clip = [c for split in clips.values() for c in split]
     paths |= write_attributes.write(root, every_picture, every_clip)
