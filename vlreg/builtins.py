@@ -47,6 +47,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "caption_corpus": f"{_DATA}.sentences",
         "world_attributes": f"{_DATA}.attributes",
         "concat": f"{_DATA}.concat",
+        "described_questions": f"{_DATA}.described_questions",
+        "in_memory": f"{_DATA}.in_memory",
     },
     "processor": {
         "image_train": f"{_PROCESSORS}.image",
