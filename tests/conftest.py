@@ -43,6 +43,10 @@ def deprecated_by_transformers_for_vlreg(category: type) -> bool:
     return False
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than about 20 s (deselect with -m 'not slow')")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Runs each test (setup, call, teardown) with transformers' deprecations raised as errors where vlreg's

@@ -13,6 +13,7 @@ import yaml
 import vlreg
 from vlreg.bench.__main__ import main as bench_main
 from vlreg.bench.report import format_value
+from vlreg.interop.processors import with_defaults
 
 QFORMER = {"includes": ["bridges/qformer_tiny.yaml"], "num_queries": 8, "hidden_size": 64, "num_heads": 4,
            "intermediate_size": 128, "embed_dim": 32, "dropout": 0.0}
@@ -142,7 +143,7 @@ def test_each_evaluation_runs_on_the_last_stage_that_has_its_parts(side_by_side,
     assert len(ran) == 5 and all(r["metrics"]["skipped_media"] == 0 for r in ran)  # every image was read
     assert {"accuracy", "accuracy_yes_no"} <= set(ours["vqav2/vqa"]["metrics"])
     assert ours["coco/caption"]["model"] == str(project / "stage2")
-    assert ours["coco/caption"]["processor"] == IMAGE  # the stage config's evaluation processor
+    assert ours["coco/caption"]["processor"] == with_defaults(IMAGE)  # the stage config's evaluation processor
     assert record["models"]["ours"] == {"source": str(project), "kind": "project",
                                         "models": ["stage1", "stage2", "vqa"]}
     assert hf["coco/retrieval"] == {"status": "n/a", "reason": "it has no Q-Former text branch (retrieval needs a "
@@ -209,7 +210,7 @@ def test_video_suite_needs_a_video_model(small_world, project, video_run, tmp_pa
     assert "[1] **out** (msrvtt/caption, msrvtt/qa, msrvtt/retrieval): stage1: it is an image model" in table
     assert "| msrvtt/retrieval | r_mean | n/a [1] | n/a [2] |" in table
     assert video["msrvtt/caption"]["status"] == video["msrvtt/qa"]["status"] == "ok"
-    assert video["msrvtt/caption"]["processor"] == VIDEO  # frames and size from the run's evaluation node
+    assert video["msrvtt/caption"]["processor"] == with_defaults(VIDEO)  # frames and size from the run's evaluation node
     assert "no Q-Former text branch" in video["msrvtt/retrieval"]["reason"]
     qa = direct(vlreg.load_model(video_run), VQATask(num_beams=1),
                 {"name": "msrvtt_qa", "root": f"{small_world}/msrvtt", "split": "test", "processor": VIDEO,

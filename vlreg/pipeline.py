@@ -16,7 +16,8 @@ A project config::
         ...
 
 A config without ``stages`` is a project of one stage. Each stage writes into
-``<output_dir>/<stage name>`` (or its own ``run.output_dir``); a stage whose
+``<output_dir>/<stage name>`` (or its own ``run.output_dir``), starting with its resolved
+``config.yaml`` and ``paths.json`` (see :mod:`vlreg.run_paths`); a stage whose
 ``results.json`` exists is skipped unless ``--force``; an interrupted stage resumes
 from its newest complete checkpoint. ``init`` maps a component of this stage's
 model to an earlier stage (by name) or a checkpoint path: the component's weights
@@ -362,6 +363,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     from .config import save_config
     from .device import frozen_precision, resolve_precision
     from .registry import registry
+    from .run_paths import record_paths
     from .runner import RunConfig
 
     cfg, where = stage.config, f"stages.{stage.name}"
@@ -389,6 +391,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
             attach_feature_cache(dataset, model.encoder, root)
     stage.output_dir.mkdir(parents=True, exist_ok=True)
     save_config(stage.saved or cfg, stage.output_dir / "config.yaml", comment=f"precision: {precision.describe()}")
+    record_paths(cfg, stage.output_dir)
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
     if hasattr(task, "export"):

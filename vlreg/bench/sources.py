@@ -22,10 +22,9 @@ the bridge for captioning and VQA, a Q-Former text branch for retrieval.
 ``--model <project>/<stage>`` names a stage explicitly. A source none of whose models fits
 an evaluation gets "n/a" with the reason.
 
-Media processors: a vlreg run's models use the processor of the stage config's evaluation
-data node (``data.eval.processor``); other models use ``model.eval_processor``, which
-:func:`vlreg.load_model` sets from a checkpoint's image processor settings; failing both, the
-encoder's own input size with CLIP's normalisation.
+Media processors: each model's own evaluation processor (see :mod:`vlreg.interop.processors`):
+a vlreg run's from its stage config, a transformers checkpoint's from its image processor
+settings; failing both, the encoder's own input size with CLIP's normalisation.
 """
 
 from __future__ import annotations
@@ -38,9 +37,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, UserError
+from ..interop.runs import STAGE_CONFIG
 from .suite import Evaluation
-
-STAGE_CONFIG = "config.yaml"
 
 
 @dataclass(frozen=True)
@@ -54,23 +52,10 @@ class Capabilities:
     processor: Optional[dict[str, Any]]
 
 
-def encoder_processor(encoder: Any) -> Optional[dict[str, Any]]:
-    """An evaluation processor node from the encoder alone: its input size, CLIP's normalisation."""
-    from ..interop.transformers_blip2 import default_processor
-
-    modality = getattr(encoder, "modality", None)
-    frames = getattr(encoder, "frame_encoder", None)
-    size = getattr(frames if modality == "video" else encoder, "image_size", None)
-    if modality not in ("image", "video") or not size:
-        return None
-    node = default_processor(int(size[0]))
-    if modality == "video":
-        node.update(name="video_eval", num_frames=int(encoder.num_frames))
-    return node
-
-
 def capabilities(model: Any, processor: Optional[dict[str, Any]] = None) -> Capabilities:
     """The :class:`Capabilities` of a model (real or built on the meta device)."""
+    from ..interop.processors import encoder_processor
+
     encoder, bridge = getattr(model, "encoder", None), getattr(model, "bridge", None)
     heads = ("image_embeds", "text_embeds", "itm_logits", "tokenize")
     processor = processor or getattr(model, "eval_processor", None) or encoder_processor(encoder)
@@ -111,17 +96,12 @@ class Candidate:
         self._model: Any = None
         self._caps: Optional[Capabilities] = None
 
-    def stage_processor(self) -> Optional[dict[str, Any]]:
-        """The processor of the run's evaluation data node, if it names one."""
-        eval_node = ((self.config or {}).get("data") or {}).get("eval")
-        node = eval_node.get("processor") if isinstance(eval_node, dict) else None
-        return {"name": node} if isinstance(node, str) else node
-
     def capabilities(self) -> Capabilities:
         """What the model can run: a run's from its config, built on the meta device (loaded where a
         dry build cannot build it); other models' once loaded."""
         if self._caps is None:
             if self.config is not None:
+                from ..interop.processors import run_processor
                 from ..interop.runs import without_prompter
                 from ..models.assembly import VisionLanguageModel
                 from ..models.base import dry_build
@@ -132,7 +112,7 @@ class Candidate:
                         model = VisionLanguageModel.from_config(without_prompter(node) if node.get("bridge") else node)
                 except UserError:  # e.g. an LLM given by path only: a dry build cannot build it, loading can
                     model = self.load()
-                self._caps = capabilities(model, self.stage_processor())
+                self._caps = capabilities(model, run_processor(self.config))
             else:
                 self._caps = capabilities(self.load())
         return self._caps
@@ -190,15 +170,6 @@ class ModelSource:
         return {"source": self.location, "kind": self.kind, "models": [c.label for c in self.candidates]}
 
 
-def read_stage_config(run: Path) -> dict[str, Any]:
-    """The resolved stage config of a run directory or checkpoint."""
-    from ..config import load_config, to_plain
-    from ..interop.runs import stage_config
-    from ..runner.checkpoint import resolve_checkpoint
-
-    return to_plain(load_config(stage_config(resolve_checkpoint(run))))
-
-
 def project_stages(directory: Path) -> list[Path]:
     """The stage directories of a project output that hold a checkpoint, in the order they ran."""
     from ..runner.checkpoint import final_checkpoint
@@ -212,18 +183,18 @@ def project_stages(directory: Path) -> list[Path]:
 
 def open_source(location: str | os.PathLike, name: str, precision: Optional[str] = None) -> ModelSource:
     """The :class:`ModelSource` of a ``--model`` value (see the module docstring for the kinds)."""
-    from ..interop.runs import is_run_checkpoint
+    from ..interop.runs import is_run_checkpoint, read_run_config
 
     path = Path(location).expanduser()
     if path.is_dir() and is_run_checkpoint(path):
-        candidate = Candidate(str(path), path.name, read_stage_config(path), precision)
+        candidate = Candidate(str(path), path.name, read_run_config(path), precision)
         return ModelSource(name, str(path), "run", [candidate])
     if path.is_dir() and not (path / "config.json").is_file():
         stages = project_stages(path)
         if not stages:
             raise ConfigError(f"--model {location}: neither a vlreg run, a project output with a finished stage, "
                               "nor a transformers checkpoint (no config.json)")
-        candidates = [Candidate(str(s), s.name, read_stage_config(s), precision) for s in stages]
+        candidates = [Candidate(str(s), s.name, read_run_config(s), precision) for s in stages]
         return ModelSource(name, str(path), "project", candidates)
     if path.is_file():
         raise ConfigError(f"--model {location} is a weights file (a LAVIS checkpoint?), which does not say which model "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError
 
@@ -32,12 +32,16 @@ def load_model(
     prompter: Optional[bool] = None,
     strict: bool = True,
     device: Optional[str] = None,
+    overrides: Sequence[str] = (),
 ) -> Any:
     """A ready :class:`~vlreg.models.assembly.VisionLanguageModel`, in eval mode, from any of:
 
     - a vlreg run directory, its ``checkpoints/`` folder or one checkpoint directory: the
       model node comes from the run's ``config.yaml`` (see :func:`vlreg.interop.runs.load_run`;
-      ``prompter`` keeps or drops a P-Former, which by default is dropped when the model has a bridge);
+      ``prompter`` keeps or drops a P-Former, which by default is dropped when the model has a bridge;
+      ``overrides``, ``key.path=value`` changes to that config, e.g. ``model.llm.path=/moved/lm`` for a
+      frozen source that is no longer where the run found it; a moved or copied run finds its paths
+      again by itself where it can, see :mod:`vlreg.run_paths`);
     - a transformers ``Blip2ForConditionalGeneration`` directory or hub name, OPT or T5, with its
       tokenizer when saved alongside (:func:`vlreg.interop.transformers_blip2.load_transformers`);
     - a LAVIS BLIP-2 ``.pth`` file, with ``config``: the vlreg model node it belongs to, or a
@@ -48,18 +52,22 @@ def load_model(
     ``precision`` (``fp32``, ``bf16``, ``fp16``) sets the dtype of the frozen encoder and LLM
     (default: the config's; fp32 for transformers checkpoints). ``device`` moves the model.
 
-    The model carries ``eval_processor``: the ``image_eval`` processor node its images should
-    be prepared with (``{name, image_size, mean, std}``; from a transformers checkpoint's image
-    processor settings, else the encoder's size with CLIP's normalisation), or None for a model
-    without an image encoder.
+    The model carries ``eval_processor``, the processor node its media are prepared with (the
+    run's evaluation processor, a transformers checkpoint's image processor settings, else the
+    encoder's size with CLIP's normalisation; see :mod:`vlreg.interop.processors`), or None for
+    a model without a media encoder; ``model.preprocess(image=..., video=..., features=...)``
+    turns files into a batch with it.
     """
     from .lavis import load_lavis
+    from .processors import encoder_processor
     from .runs import is_run_checkpoint, load_run
-    from .transformers_blip2 import default_processor, load_transformers
+    from .transformers_blip2 import load_transformers
 
     path = Path(source).expanduser()
+    if overrides and not (path.is_dir() and is_run_checkpoint(path)):
+        raise ConfigError(f"overrides change a vlreg run's config.yaml; {source} is not a vlreg run")
     if path.is_dir() and is_run_checkpoint(path):
-        model = load_run(path, prompter, precision)
+        model = load_run(path, prompter, precision, overrides)
     elif path.is_file():
         if config is None:
             raise ConfigError(f"{source} is a weights file (LAVIS layout?), which does not say which model it belongs "
@@ -69,9 +77,8 @@ def load_model(
         model = load_transformers(source, precision or "fp32")
     else:
         raise ConfigError(f"{source} does not exist")
-    if getattr(model, "eval_processor", None) is None:
-        image_size = getattr(model.encoder, "image_size", None)
-        model.eval_processor = default_processor(image_size[0]) if image_size else None
+    if model.eval_processor is None:
+        model.eval_processor = encoder_processor(model.encoder)
     return model.to(device) if device is not None else model
 
 

@@ -1,17 +1,20 @@
 """A vlreg run's checkpoint as a ready model.
 
-A stage writes ``<run>/config.yaml`` (the stage's resolved config) and
-``<run>/checkpoints/step_N/`` (see :mod:`vlreg.runner.checkpoint`). Loading rebuilds the
-``model:`` node with :meth:`VisionLanguageModel.from_config` (frozen parts load from their
-own sources) and loads the checkpoint's weights with the runner's ``load_weights``, which
-checks the frozen sources' checksums.
+A stage writes ``<run>/config.yaml`` (the stage's resolved config), ``<run>/paths.json``
+(where the paths its model names were: :mod:`vlreg.run_paths`) and
+``<run>/checkpoints/step_N/`` (see :mod:`vlreg.runner.checkpoint`). Loading reads the config
+(:func:`read_run_config`: overrides applied, paths found again where the run was moved),
+rebuilds the ``model:`` node with :meth:`VisionLanguageModel.from_config` (frozen parts load
+from their own sources) and loads the checkpoint's weights with the runner's
+``load_weights``, which checks the frozen sources' checksums. The model's ``eval_processor``
+is the run's (:func:`vlreg.interop.processors.run_processor`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
 
@@ -45,21 +48,36 @@ def without_prompter(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision: Optional[str] = None) -> Any:
+def read_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The stage config of a run directory or checkpoint, with ``key.path=value`` overrides applied and the
+    paths its model names found where they are now (see :mod:`vlreg.run_paths`)."""
+    from ..config import load_config, to_plain
+    from ..run_paths import relocate
+    from ..runner.checkpoint import resolve_checkpoint
+
+    file = stage_config(resolve_checkpoint(path))
+    return relocate(to_plain(load_config(file, overrides)), file.parent)
+
+
+def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision: Optional[str] = None,
+             overrides: Sequence[str] = ()) -> Any:
     """The model of a run directory's newest checkpoint (or of the given checkpoint directory), in eval mode.
 
     ``prompter``: keep the P-Former. By default it is kept only in a model without a bridge
     (stage 0, where it is the model); elsewhere it was an alignment target for training and
-    inference does not need it: the model is built without it and its weights are skipped.
+    inference does not need it: the model is built without it, and the weights that were there
+    for it are skipped (its own, and the projection of a bridge into its space in a model
+    without an LLM, as a stage-1 model aligned to a P-Former has).
     ``precision``: dtype of the frozen encoder and LLM (default: the config's).
+    ``overrides``: ``key.path=value`` changes to the run's ``config.yaml`` (``model.llm.path=...``).
     """
-    from ..config import load_config, to_plain
     from ..models.assembly import VisionLanguageModel
     from ..runner.checkpoint import load_weights, resolve_checkpoint
     from . import with_precision
+    from .processors import encoder_processor, run_processor
 
     checkpoint = resolve_checkpoint(path)
-    config = to_plain(load_config(stage_config(checkpoint)))
+    config = read_run_config(checkpoint, overrides)
     node = config.get("model")
     if not isinstance(node, dict) or not node:
         raise ConfigError(f"{stage_config(checkpoint)} has no model: node")
@@ -67,5 +85,6 @@ def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision
     if not keep:
         node = without_prompter(node)
     model = VisionLanguageModel.from_config(with_precision(node, precision))
-    load_weights(model, checkpoint, exclude=() if keep else ("prompter",))
+    load_weights(model, checkpoint, exclude=() if keep else ("prompter",), ignore_unexpected=not keep)
+    model.eval_processor = run_processor(config) or encoder_processor(model.encoder)
     return model.eval()

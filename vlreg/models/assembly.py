@@ -78,7 +78,13 @@ class VisionLanguageModel(nn.Module):
         losses: the weight of each loss (see :class:`LossWeights`).
 
     A fixed text prompt for captioning (``"a photo of"``) is the LLM's ``prompt`` argument.
+
+    ``eval_processor`` is the processor node the model's media are prepared with for inference
+    (``{name: video_eval, image_size: 64, num_frames: 8}``); :func:`vlreg.load_model` sets it from
+    the run or checkpoint, and :meth:`preprocess` uses it.
     """
+
+    eval_processor: Optional[dict[str, Any]] = None
 
     def __init__(
         self,
@@ -226,6 +232,36 @@ class VisionLanguageModel(nn.Module):
         return {**losses, "loss": total}
 
     # -- inference ------------------------------------------------------------
+    def preprocess(self, image: Any = None, video: Any = None, features: Any = None) -> dict[str, Any]:
+        """A batch for :meth:`generate` and :meth:`predict_answers`, from media files, prepared as the
+        model was evaluated (``eval_processor``: image size, normalisation, frames and their sampling).
+
+        Give one of ``image`` (a path, a PIL image or encoded bytes, or a list of them), ``video``
+        (a path or a list) or ``features`` (a ``.npy`` path or a list). Returns ``image`` ``[B,3,H,W]``,
+        ``video`` ``[B,T,3,H,W]`` or ``features`` ``[B,N,D]`` with ``features_mask`` ``[B,N]``, on the
+        model's device; add ``text_input`` (questions) for :meth:`predict_answers`.
+        """
+        from ..data.media import BadMedia
+
+        given = {k: v for k, v in (("image", image), ("video", video), ("features", features)) if v is not None}
+        if len(given) != 1:
+            raise UserError(f"preprocess takes one of image=, video= or features=; got {', '.join(given) or 'none'}")
+        (modality, sources), = given.items()
+        if self.eval_processor is None:
+            raise UserError("the model has no eval_processor (a processor node such as {name: image_eval, "
+                            "image_size: 224}) to prepare media with: set model.eval_processor")
+        processor = build("processor", self.eval_processor, "eval_processor")
+        if processor.modality != modality:
+            raise UserError(f"this model reads {processor.modality} (eval_processor {self.eval_processor['name']}); "
+                            f"got {modality}=")
+        sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        try:
+            items = [processor.fields(source) for source in sources]
+        except BadMedia as exc:
+            raise UserError(f"cannot read {modality}: {exc}") from None
+        device = next(self.parameters()).device
+        return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+
     @torch.no_grad()
     def generate(self, samples: dict[str, Any], **generation_kwargs: Any) -> list[str]:
         """Captions for a batch of media (after the LLM's fixed ``prompt``, if any)."""

@@ -36,10 +36,12 @@ def normalize(pixels: np.ndarray, mean: tuple[float, ...] = CLIP_MEAN, std: tupl
     return x.div_(torch.tensor(std, dtype=torch.float32).view(channel))
 
 
-def open_image(source: str | os.PathLike | bytes) -> Any:
-    """A fully decoded RGB ``PIL.Image`` from a path or encoded bytes; BadMedia if unusable."""
+def open_image(source: str | os.PathLike | bytes | Any) -> Any:
+    """A fully decoded RGB ``PIL.Image`` from a path, encoded bytes or a PIL image; BadMedia if unusable."""
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
     label = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     if not isinstance(source, (bytes, bytearray)) and not os.path.isfile(source):
         raise BadMedia(label, "file not found")
@@ -62,8 +64,8 @@ class ImageProcessor(MediaProcessor):
                  std: tuple[float, float, float] = CLIP_STD):
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
 
-    def __call__(self, source: str | os.PathLike | bytes) -> torch.Tensor:
-        """A path or JPEG/PNG bytes -> float32 ``[3, image_size, image_size]``."""
+    def __call__(self, source: str | os.PathLike | bytes | Any) -> torch.Tensor:
+        """A path, JPEG/PNG bytes or a PIL image -> float32 ``[3, image_size, image_size]``."""
         image = self.transform(open_image(source))
         return normalize(np.asarray(image, dtype=np.uint8), self.mean, self.std)
 
