@@ -157,3 +157,12 @@ def test_trace_config_follows_anchors_merges_and_nested_includes(tmp_path):
     assert origins[("bridge", "num_queries")] == f"{main}:5"
     assert origins[("bridge", "layers")] == origins[("bridge", "layers", 0)] == "override bridge.layers=[4]"
     assert ("bridge", "layers", 1) not in origins
+
+
+def test_the_project_keys_are_those_a_project_node_has():
+    from dataclasses import fields
+
+    from vlreg.config import PROJECT_KEYS
+    from vlreg.pipeline import ProjectNode
+
+    assert set(PROJECT_KEYS) == {field.name for field in fields(ProjectNode)}

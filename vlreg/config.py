@@ -204,7 +204,7 @@ def _stage_names(plain: Any) -> Optional[list[Any]]:
     return [stage.get("name") if isinstance(stage, dict) else None for stage in stages]
 
 
-def check_stages(plain: Any, chosen: Sequence[str]) -> None:
+def _check_stages(plain: Any, chosen: Sequence[str]) -> None:
     """A ConfigError, listing the stages, when a project has no stage of a name in ``chosen``."""
     names = [str(name) for name in _stage_names(plain) or ()]
     for name in chosen if names else ():
@@ -269,11 +269,12 @@ def apply_overrides(cfg: Any, overrides: Iterable[str], stages: Sequence[str] = 
     """
     from omegaconf import OmegaConf
 
-    check_stages(OmegaConf.to_container(cfg, resolve=False), stages)
+    _check_stages(OmegaConf.to_container(cfg, resolve=False), stages)
     for item in overrides:
         key, value = parse_override(item)
-        for target in _stage_keys(OmegaConf.to_container(cfg, resolve=False), key, item, stages):
-            path = _resolve_key(OmegaConf.to_container(cfg, resolve=False), target, value, item)
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        for target in _stage_keys(plain, key, item, stages):
+            path = _resolve_key(plain, target, value, item)
             try:
                 OmegaConf.update(cfg, ".".join(map(str, path)), value, merge=True, force_add=True)
             except Exception as exc:

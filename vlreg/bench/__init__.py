@@ -13,8 +13,8 @@ setting) and ``results.png`` (a panel per evaluation), plus each evaluation's pr
 under ``<out>/runs/<model>/<suite>/<evaluation>/``. ``--out`` defaults to
 ``outputs/bench/<suite>``.
 
-Suites (``benchmarks/suites/*.yaml``, registered as kind ``suite``; ``all`` runs every
-registered one) follow the papers' evaluation settings:
+Suites (``benchmarks/suites/*.yaml``, which the installed package carries; registered as kind
+``suite``; ``all`` runs every registered one) follow the papers' evaluation settings:
 
 ======  =====================================  ===================================================
 suite   evaluation                             settings
