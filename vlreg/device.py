@@ -5,17 +5,21 @@ It resolves by the device's capability, never by the machine a recipe was writte
 
 - **CUDA**: ``bf16`` where the GPU computes it (``torch.cuda.is_bf16_supported()``: compute
   capability 8.0 and newer), else ``fp16`` (training then scales the loss with a GradScaler);
-- **CPU**: ``bf16`` where the CPU has native bf16 matrix instructions (AMX or AVX-512 BF16 on
-  x86, the BF16 extension on Arm) and torch uses them, else ``fp32``. Never ``fp16`` on a CPU.
-  Where the flags claim native bf16, a short timed probe (a few milliseconds: 128 x 128
-  matmuls in both dtypes) confirms that bf16 runs at least half as fast as fp32; it catches
-  kernels capped below the CPU's ISA (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``) and
-  hypervisors that report features they do not provide.
+- **CPU**: ``bf16`` where the CPU computes it natively *and* that pays for autocast's casts:
+  where a short timed probe (256-square matmuls in both dtypes, a few milliseconds on one
+  thread) finds bf16 at least :data:`AUTO_BF16_SPEEDUP` times as fast as fp32, which AMX CPUs
+  are (about 9 times at large sizes); else ``fp32``. Never ``fp16`` on a CPU.
 
-Without native instructions a CPU emulates bf16, and a bf16 matmul there runs tens of times
-*slower* than fp32 (about 55 times on a Zen 2/3 EPYC with AVX2 only); with AVX-512 BF16 it runs
-about twice as fast as fp32, and with AMX about nine times. An explicit ``bf16`` on a CPU without
-native bf16 is honoured, with a one-line warning.
+The probe runs only where the CPU's flags claim native bf16 (AMX or AVX-512 BF16 on x86, the
+BF16 extension on Arm); it also catches kernels capped below the CPU's ISA
+(``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``) and hypervisors that report features they do
+not provide. Without native instructions a CPU emulates bf16, and a bf16 matmul there runs tens
+of times *slower* than fp32 (about 55 times on a Zen 2/3 EPYC with AVX2 only). With AVX-512 BF16
+but no AMX (AMD Zen 4) it runs about twice as fast at 256-square and above, and only about 1.2
+times at 128-square, the width of the models a CPU trains; there the main job took 3 min 35 s
+in bf16 and 3 min 25 s in fp32, with worse retrieval (benchmarks/README.md), so ``auto`` keeps
+fp32. An explicit ``bf16`` is honoured everywhere, with a one-line warning where the CPU
+emulates it.
 
 ``VLREG_CPU_BF16=0`` (or ``1``) overrides what the CPU is taken to compute natively, for example
 to time a recipe as it runs on a CPU without bf16.
@@ -40,11 +44,16 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CPU_BF16_ENV = "VLREG_CPU_BF16"
 
 
+AUTO_BF16_SPEEDUP = 3.0
+"""How many times faster than fp32 a CPU's bf16 matmuls must be for ``auto`` to choose bf16."""
+
+
 @dataclass(frozen=True)
 class CpuBf16:
-    """Whether this CPU computes bf16 natively, and what that was decided from."""
+    """Whether this CPU computes bf16 natively, whether ``auto`` takes it (``pays``), and why."""
 
     native: bool
+    pays: bool
     reason: str
 
 
@@ -101,12 +110,12 @@ def _torch_capabilities() -> dict[str, Any]:
         return {}
 
 
-def bf16_speed_ratio(size: int = 128, repeats: int = 5) -> float:
+def bf16_speed_ratio(size: int = 256, repeats: int = 5) -> float:
     """How fast a bf16 matmul runs against an fp32 one on this CPU: fp32 time over bf16 time.
 
     Best of ``repeats`` ``size``-square products each, on one thread (two threads on a busy machine
-    wait for each other longer than they compute). About 1 to 9 where the CPU computes bf16
-    natively, about 0.02 where it emulates it.
+    wait for each other longer than they compute). About 2 (AVX-512 BF16) to 9 (AMX) where the CPU
+    computes bf16 natively, about 0.02 where it emulates it.
     """
     import torch
 
@@ -152,19 +161,22 @@ def _detected_cpu_bf16() -> CpuBf16:
     else:
         best = "AVX-512" if capabilities.get("avx512_f") or "avx512f" in flags else \
             "AVX2" if capabilities.get("avx2") or "avx2" in flags else "no AVX2"
-        return CpuBf16(False, f"{name} has {best} but no native bf16 (no AVX-512 BF16 or AMX)")
+        return CpuBf16(False, False, f"{name} has {best} but no native bf16 (no AVX-512 BF16 or AMX)")
     speed = bf16_speed_ratio()
     if speed < 0.5:
-        return CpuBf16(False, f"{claimed}, but torch's bf16 matmul measured {1 / speed:.0f}x slower than fp32 "
-                              "here (kernels capped below it?)")
-    return CpuBf16(True, claimed)
+        return CpuBf16(False, False, f"{claimed}, but torch's bf16 matmul measured {1 / speed:.0f}x slower than "
+                                     "fp32 here (kernels capped below it?)")
+    if speed < AUTO_BF16_SPEEDUP:
+        return CpuBf16(True, False, f"{claimed}, measured {speed:.1f}x fp32's matmul speed: too little to pay "
+                                    "for autocast's casts")
+    return CpuBf16(True, True, f"{claimed}, measured {speed:.1f}x fp32's matmul speed")
 
 
 def cpu_bf16() -> CpuBf16:
-    """Whether this CPU computes bf16 natively; ``VLREG_CPU_BF16=0|1`` overrides the detection."""
+    """Whether this CPU computes bf16 natively and ``auto`` takes it; ``VLREG_CPU_BF16=0|1`` overrides both."""
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
     if forced in ("0", "1"):
-        return CpuBf16(forced == "1", f"{CPU_BF16_ENV}={forced}")
+        return CpuBf16(forced == "1", forced == "1", f"{CPU_BF16_ENV}={forced}")
     if forced:
         from .errors import ConfigError
 
@@ -207,7 +219,7 @@ def resolve_precision(requested: str, device: Any = None) -> PrecisionChoice:
                           "use auto or bf16 on a CPU")
     capability = cpu_bf16()
     if requested == "auto":
-        return PrecisionChoice(requested, "bf16" if capability.native else "fp32", capability.reason, "cpu")
+        return PrecisionChoice(requested, "bf16" if capability.pays else "fp32", capability.reason, "cpu")
     warn_if_slow(requested, capability)
     return PrecisionChoice(requested, requested, capability.reason, "cpu")
 
