@@ -391,7 +391,8 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
             attach_feature_cache(dataset, model.encoder, root)
     stage.output_dir.mkdir(parents=True, exist_ok=True)
     save_config(stage.saved or cfg, stage.output_dir / "config.yaml", comment=f"precision: {precision.describe()}")
-    record_paths(cfg, stage.output_dir)
+    if is_main():
+        record_paths(cfg, stage.output_dir)
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
     if hasattr(task, "export"):

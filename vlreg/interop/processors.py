@@ -63,4 +63,4 @@ def encoder_processor(encoder: Any) -> Optional[dict[str, Any]]:
     node = default_processor(int(size[0]))
     if modality == "video":
         node.update(name="video_eval", num_frames=int(encoder.num_frames))
-    return node
+    return with_defaults(node)
