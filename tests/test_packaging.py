@@ -3,6 +3,7 @@ editable), runs the recipes that come inside it from a directory outside the che
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,7 +29,8 @@ def site(tmp_path_factory) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(root / "source"), "-w", str(root / "dist")],
+    offline = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []  # else pip fetches it
+    subprocess.run([*pip, "wheel", "--no-deps", *offline, str(root / "source"), "-w", str(root / "dist")],
                    check=True, capture_output=True)
     wheel = next((root / "dist").glob("vlreg-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--target", str(root / "site"), str(wheel)], check=True,

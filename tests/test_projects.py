@@ -1,7 +1,7 @@
 """Every project under projects/ dry-runs, and the paper-scale recipes say what the papers say.
 
 A project is any YAML file under ``projects/`` outside a ``stages/`` or ``models/`` folder (those hold the
-parts that projects include), so a new project is checked as soon as it is added. The dry run resolves
+parts that projects include; :func:`vlreg.recipes.projects`), so a new project is checked as soon as it is added. The dry run resolves
 and validates the whole config and builds each stage's model on the meta device; nothing is read,
 downloaded or trained. Runs in-process: the imports are paid once.
 """
@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from vlreg import recipes
 from vlreg.config import load_config, to_plain
 from vlreg.pipeline import Project
 from vlreg.run import main as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = {"stages", "models"}  # folders of included parts, not projects
-PROJECTS = sorted(p for p in (ROOT / "projects").rglob("*.yaml")
-                  if not PARTS & set(p.relative_to(ROOT / "projects").parts[:-1]))
+PROJECTS = sorted(recipes.projects().values())
 PAPER_PFORMER = sorted(p for p in PROJECTS if p.parent == ROOT / "projects" / "pformer" / "paper")
 
 
