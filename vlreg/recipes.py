@@ -56,10 +56,11 @@ def projects() -> dict[str, Path]:
 
 
 def describe(path: Path) -> str:
-    """A recipe's one-line description: its first comment line, without the ``#``."""
+    """A recipe's one-line description: its first comment line up to the details after a colon
+    ("BLIP-2 stage 1 at paper scale (Li et al., 2023): EVA ViT-g frozen, ..." -> its title)."""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#") and line.strip("# "):
-            return line.lstrip("#").strip().rstrip(":")
+            return line.lstrip("#").strip().split(": ")[0].rstrip(":.")
         if line.strip() and not line.startswith("#"):
             break
     return ""
