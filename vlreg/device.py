@@ -239,29 +239,38 @@ def warn_if_slow(precision: str, capability: Optional[CpuBf16] = None) -> None:
 
 
 def busy_cores(seconds: float = 0.25) -> float:
-    """How many of this machine's cores other work keeps busy, from ``/proc/stat`` over ``seconds``.
+    """How many of this machine's cores other processes keep busy, from ``/proc`` over ``seconds``.
 
-    Measured while this process waits, so what it counts is the others' work. 0 where
-    ``/proc/stat`` cannot be read.
+    The machine's busy time (``/proc/stat``: user to steal) less this process's own (every thread,
+    ``/proc/self/stat``), so threads of this process still winding down do not count. 0 where
+    ``/proc`` cannot be read.
     """
     import time
 
-    def totals() -> Optional[tuple[int, int]]:
+    def machine() -> Optional[tuple[int, int]]:
         try:
             with open("/proc/stat", encoding="ascii") as stat:
-                fields = [int(x) for x in stat.readline().split()[1:]]
+                fields = [int(x) for x in stat.readline().split()[1:9]]  # guest time is inside user time
         except (OSError, ValueError):
             return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields), idle
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
 
-    first = totals()
+    def own() -> int:
+        try:
+            with open("/proc/self/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    first, first_own = machine(), own()
     time.sleep(seconds)
-    second = totals()
+    second, second_own = machine(), own()
     if first is None or second is None or second[0] == first[0]:
         return 0.0
-    busy_share = 1 - (second[1] - first[1]) / (second[0] - first[0])
-    return busy_share * (os.cpu_count() or 1)
+    total = second[0] - first[0]
+    others = total - (second[1] - first[1]) - (second_own - first_own)
+    return max(0.0, others / total * (os.cpu_count() or 1))
 
 
 def cpu_threads(requested: Any = "auto") -> tuple[int, str]:
