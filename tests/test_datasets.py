@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 import vlreg  # noqa: F401  (the torchvision guard, before anything imports it)
 from vlreg import create, distributed
 from vlreg.config import load_config, to_plain
-from vlreg.data.collate import batch_size, collate
-from vlreg.data.media import BadMediaReport, BadSample, track_bad_media
+from vlreg.data.collate import collate
+from vlreg.data.media import BadMediaReport, BadSample, batch_size, track_bad_media
 from vlreg.data.vqav2 import choose_answer
 from vlreg.errors import ConfigError, DataError
 

@@ -45,10 +45,3 @@ def _stack(key: str, values: list[torch.Tensor]) -> torch.Tensor:
         raise ValueError(f"collate: {key!r} tensors differ in shape: {sorted(shapes)}")
     return default_collate(values)
 
-
-def batch_size(batch: Mapping[str, Any]) -> int:
-    """The number of items in a collated batch (0 when every item was bad)."""
-    for key, value in batch.items():
-        if key != BAD_KEY:
-            return len(value)
-    return 0

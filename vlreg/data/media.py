@@ -41,6 +41,14 @@ class BadMedia(Exception):
         self.path, self.reason = str(path), reason
 
 
+def batch_size(batch: Mapping[str, Any]) -> int:
+    """The number of items in a collated batch (0 when every item was bad)."""
+    for key, value in batch.items():
+        if key != BAD_KEY:
+            return len(value)
+    return 0
+
+
 @dataclass(frozen=True)
 class BadSample:
     """What a dataset returns in place of an item whose media is bad (dropped by collate)."""
@@ -106,8 +114,6 @@ class BadMediaReport:
 
     def update(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Count a collated batch and return it without its ``"_bad"`` entry."""
-        from .collate import batch_size
-
         bad = batch.pop(BAD_KEY, [])
         self.record(batch_size(batch), bad)
         return batch
@@ -171,8 +177,6 @@ def track_bad_media(batches: Iterable[Mapping[str, Any]], report: BadMediaReport
     Ends the report's epoch when the iteration completes (logging its summary and
     raising DataError beyond the threshold).
     """
-    from .collate import batch_size
-
     for batch in batches:
         batch = report.update(dict(batch))
         if batch_size(batch):
