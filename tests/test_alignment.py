@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from vlreg.errors import ConfigError
 from vlreg.models.assembly import VisionLanguageModel
-from vlreg.runner.checkpoint import CheckpointError, Checkpointer, load_weights
+from vlreg.io.checkpoints import CheckpointError, load_weights
+from vlreg.runner.checkpoint import Checkpointer
 from vlreg.runner.optim import parameter_groups
 
 from conftest import corpus

@@ -21,7 +21,8 @@ from test_pipeline import project_config
 
 from vlreg.run import main as run_main
 from vlreg.runner import checkpoint as ckpt
-from vlreg.runner.lock import LOCK_FILE, OutputLock
+from vlreg.io.run_dir import RunDir
+from vlreg.runner.lock import OutputLock
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = {"name": "image_eval", "image_size": 32}
@@ -244,17 +245,17 @@ def test_environment_values_stay_out_of_the_saved_config(lm_stage, tmp_path, cap
     assert code == 0, err
     saved = (tmp_path / "lm" / "config.yaml").read_text()
     assert "${oc.env:VLREG_TEST_SECRET}" in saved and "hunter2" not in saved
-    assert not (tmp_path / "lm" / LOCK_FILE).exists()  # released at the end
+    assert not (tmp_path / "lm" / RunDir.LOCK).exists()  # released at the end
 
 
 def test_a_damaged_checkpoint_and_a_full_disk_are_one_line(lm_stage, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("VLREG_TEST_SECRET", "x")
     config = write(tmp_path / "lm.yaml", lm_stage)
 
-    def full(tensors, path):
+    def full(tensors, path, metadata=None):
         raise OSError(28, os.strerror(28), str(path))
 
-    monkeypatch.setattr(ckpt, "write_safetensors", full)
+    monkeypatch.setattr(ckpt, "write_weights", full)
     code, err = cli(["--cfg", str(config)], capsys)
     assert_one_line(code, err, "cannot write checkpoint")
     assert "no space left on device (it needs about" in err and "free space and run again" in err
@@ -278,7 +279,7 @@ def test_a_second_run_into_the_same_output_directory_is_refused(lm_stage, tmp_pa
     first = subprocess.Popen([sys.executable, "-m", "vlreg.run", "--cfg", str(config)], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        lock = tmp_path / "lm" / LOCK_FILE
+        lock = tmp_path / "lm" / RunDir.LOCK
         deadline = time.monotonic() + 120
         while not (lock.is_file() and lock.read_text()):
             assert first.poll() is None, first.stderr.read().decode()
@@ -296,12 +297,12 @@ def test_a_second_run_into_the_same_output_directory_is_refused(lm_stage, tmp_pa
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / LOCK_FILE).write_text(f'{{"pid": {dead.stdout.strip()}, "host": "{os.uname().nodename}"}}')
+    (tmp_path / RunDir.LOCK).write_text(f'{{"pid": {dead.stdout.strip()}, "host": "{os.uname().nodename}"}}')
     with OutputLock(tmp_path):
-        assert f'"pid": {os.getpid()}' in (tmp_path / LOCK_FILE).read_text()
+        assert f'"pid": {os.getpid()}' in (tmp_path / RunDir.LOCK).read_text()
         with pytest.raises(Exception, match="is in use by another run"):
             OutputLock(tmp_path).acquire()
-    assert not (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / RunDir.LOCK).exists()
 
 
 # -- the command as a user types it ---------------------------------------------------------

@@ -11,8 +11,9 @@ from test_runner_toys import FAST, Classify, Numbers, ToyModel, read_metrics
 from vlreg.errors import ConfigError, UserError
 from vlreg.runner import CheckpointError, Trainer
 from vlreg.runner import checkpoint as ckpt
-from vlreg.runner.checkpoint import (Checkpointer, final_checkpoint, load_component_weights, load_weights,
-                                     resolve_checkpoint, step_checkpoints, weight_layout)
+from vlreg.io.checkpoints import final_checkpoint, load_component_weights, load_weights, resolve_checkpoint, step_checkpoints
+from vlreg.io.sources import weight_layout
+from vlreg.runner.checkpoint import Checkpointer
 
 SOURCE = {"source": "hub/frozen-encoder", "sha256": "ab" * 32}
 
@@ -79,17 +80,17 @@ def test_resume_names_missing_unexpected_and_misshapen_weights(tmp_path):
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
-    real_write = ckpt.write_safetensors
+    real_write = ckpt.write_weights
     calls = []
 
-    def fill_the_disk(tensors, path):
+    def fill_the_disk(tensors, path, metadata=None):
         calls.append(path.name)
         if len(calls) == 3:  # step 2 wrote frozen + trainable; step 4 fails half-way through its weights
             path.write_bytes(b"\0" * 100)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real_write(tensors, path)
+        real_write(tensors, path, metadata)
 
-    monkeypatch.setattr(ckpt, "write_safetensors", fill_the_disk)
+    monkeypatch.setattr(ckpt, "write_weights", fill_the_disk)
     with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step_00000004: no space left on device "
                                               r"\(it needs about [\d.]+ kB, [\d.]+ .B are free on .*\); the previous "
                                               r"checkpoint .*step_00000002 is intact: free space and run again to "
@@ -98,7 +99,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(tmp_path,
     assert isinstance(error.value, UserError)
     directory = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in directory.iterdir()) == ["frozen.safetensors", "step_00000002"]
-    monkeypatch.setattr(ckpt, "write_safetensors", real_write)
+    monkeypatch.setattr(ckpt, "write_weights", real_write)
     resumed, results = fit(tmp_path / "run", max_steps=6)
     assert results["resumed_from"] == str(directory / "step_00000002")
     uninterrupted, _ = fit(tmp_path / "clean", max_steps=6)

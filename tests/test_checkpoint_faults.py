@@ -10,8 +10,8 @@ from test_runner_toys import FAST, Classify, Numbers, ToyModel, read_metrics
 
 from vlreg.cli import user_message
 from vlreg.runner import CheckpointError, Trainer
-from vlreg.runner import checkpoint as ckpt
-from vlreg.runner.checkpoint import step_checkpoints
+from vlreg.io import checkpoints as ckpt
+from vlreg.io.checkpoints import step_checkpoints
 
 
 def fit(output_dir, max_steps=6, **run):

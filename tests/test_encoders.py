@@ -11,7 +11,7 @@ import vlreg  # noqa: F401  (installs the torchvision guard before timm)
 from vlreg.build import build
 from vlreg.config import load_config
 from vlreg.errors import ConfigError, UserError
-from vlreg.interop.weights import sha256_file
+from vlreg.io.fingerprints import sha256_file
 from vlreg.models.base import Features, dry_build
 
 TINY = {"name": "timm_vit", "model": "vit_tiny_patch16_224", "img_size": 32, "model_kwargs": {"depth": 2}}

@@ -239,7 +239,7 @@ def test_vit_g_configs_become_the_eva_preset():
 # -- 4. LAVIS layout -> vlreg: ITC and ITM equal transformers' retrieval model -------------------------------
 def lavis_state(retrieval) -> dict[str, torch.Tensor]:
     """A LAVIS Blip2Qformer state dict written from a transformers retrieval model's weights, by hand."""
-    from vlreg.interop.qformer_keys import from_transformers, to_lavis
+    from vlreg.models.bridges.qformer_keys import from_transformers, to_lavis
 
     hf = retrieval.state_dict()
     out = {"visual_encoder.cls_token": hf["vision_model.embeddings.class_embedding"],

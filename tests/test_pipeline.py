@@ -101,7 +101,7 @@ def test_rerun_skips_completed_stages(project, finished, capsys):
 
 def test_init_loads_an_earlier_stage_component(project, finished):
     from vlreg.config import load_config, to_plain
-    from vlreg.runner.checkpoint import final_checkpoint, load_weights
+    from vlreg.io.checkpoints import final_checkpoint, load_weights
 
     proj = Project.from_config(to_plain(load_config(project)))
     stage2 = proj.stage("stage2")

@@ -7,7 +7,7 @@ import vlreg  # noqa: F401  (installs the torchvision guard before transformers 
 from vlreg.build import build, validate
 from vlreg.config import load_config, to_plain
 from vlreg.errors import ConfigError
-from vlreg.interop.qformer_keys import from_lavis, from_transformers, to_lavis, to_transformers
+from vlreg.models.bridges.qformer_keys import from_lavis, from_transformers, to_lavis, to_transformers
 from vlreg.models.base import Features, dry_build
 from vlreg.models.bridges.qformer import QFormer
 from vlreg.models.bridges.qformer_layers import joint_attention_mask

@@ -10,7 +10,7 @@ from test_runner_toys import Classify, Numbers, NumberStream, ToyModel, read_met
 from vlreg.build import call
 from vlreg.errors import ConfigError, UserError
 from vlreg.runner import NonFiniteLossError, RunConfig, Trainer
-from vlreg.runner.checkpoint import step_checkpoints
+from vlreg.io.checkpoints import step_checkpoints
 from vlreg.runner.logging import Progress
 
 CONSTANT_LR = dict(lr=0.01, min_lr=0.01, warmup_steps=0)

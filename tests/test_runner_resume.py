@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlreg.runner.checkpoint import step_checkpoints
+from vlreg.io.checkpoints import step_checkpoints
 
 SCRIPT = Path(__file__).with_name("test_runner_toys.py")
 

@@ -17,7 +17,7 @@ A project config::
 
 A config without ``stages`` is a project of one stage. Each stage writes into
 ``<output_dir>/<stage name>`` (or its own ``run.output_dir``), starting with its resolved
-``config.yaml`` and ``paths.json`` (see :mod:`vlreg.run_paths`); a stage whose
+``config.yaml`` and ``paths.json`` (see :mod:`vlreg.io.run_paths`); a stage whose
 ``results.json`` exists is skipped unless ``--force``; an interrupted stage resumes
 from its newest complete checkpoint. ``init`` maps a component of this stage's
 model to an earlier stage (by name) or a checkpoint path: the component's weights
@@ -217,7 +217,7 @@ class Project:
         The run is the only writer of the project's output directory while it lasts (see
         :mod:`vlreg.runner.lock`), and first removes what interrupted checkpoint writes left.
         """
-        from .runner.checkpoint import remove_unfinished
+        from .io.checkpoints import remove_unfinished
         from .runner.lock import OutputLock
 
         with OutputLock(self.output_dir) as lock:
@@ -306,7 +306,7 @@ def component_names(stage_config: Mapping[str, Any]) -> dict[str, str]:
 
 def resolve_init_source(project: Project, ref: str) -> Path:
     """A stage name or a path -> the checkpoint directory to load weights from."""
-    from .runner.checkpoint import final_checkpoint
+    from .io.checkpoints import final_checkpoint
 
     if any(s.name == ref for s in project.stages):
         stage = project.stage(ref)
@@ -319,7 +319,7 @@ def resolve_init_source(project: Project, ref: str) -> Path:
 
 def initialise(project: Project, stage: Stage, model: Any) -> None:
     """Load each component named under the stage's ``init`` from its earlier stage or checkpoint."""
-    from .runner.checkpoint import load_component_weights
+    from .io.checkpoints import load_component_weights
 
     for role, ref in (stage.config.get("init") or {}).items():
         source = resolve_init_source(project, ref)
@@ -363,7 +363,7 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     from .config import save_config
     from .device import frozen_precision, resolve_precision
     from .registry import registry
-    from .run_paths import record_paths
+    from .io.run_paths import record_paths
     from .runner import RunConfig
 
     cfg, where = stage.config, f"stages.{stage.name}"

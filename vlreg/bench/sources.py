@@ -30,14 +30,13 @@ settings; failing both, the encoder's own input size with CLIP's normalisation.
 from __future__ import annotations
 
 import gc
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, UserError
-from ..interop.runs import STAGE_CONFIG
+from ..io.run_dir import RunDir
 from .suite import Evaluation
 
 
@@ -172,18 +171,19 @@ class ModelSource:
 
 def project_stages(directory: Path) -> list[Path]:
     """The stage directories of a project output that hold a checkpoint, in the order they ran."""
-    from ..runner.checkpoint import final_checkpoint
+    from ..io.checkpoints import final_checkpoint
 
-    stages = [d for d in directory.iterdir() if d.is_dir() and (d / STAGE_CONFIG).is_file() and final_checkpoint(d)]
-    summary = directory / "results.json"
-    order = list(json.loads(summary.read_text()).get("stages") or {}) if summary.is_file() else []
+    stages = [d for d in directory.iterdir() if d.is_dir() and RunDir(d).config.is_file() and final_checkpoint(d)]
+    project = RunDir(directory)
+    order = list(project.read_results().get("stages") or {}) if project.results.is_file() else []
     ranked = {name: i for i, name in enumerate(order)}
-    return sorted(stages, key=lambda d: (ranked.get(d.name, len(order)), (d / STAGE_CONFIG).stat().st_mtime_ns))
+    return sorted(stages, key=lambda d: (ranked.get(d.name, len(order)), RunDir(d).config.stat().st_mtime_ns))
 
 
 def open_source(location: str | os.PathLike, name: str, precision: Optional[str] = None) -> ModelSource:
     """The :class:`ModelSource` of a ``--model`` value (see the module docstring for the kinds)."""
-    from ..interop.runs import is_run_checkpoint, read_run_config
+    from ..interop.runs import read_run_config
+    from ..io.checkpoints import is_run_checkpoint
 
     path = Path(location).expanduser()
     if path.is_dir() and is_run_checkpoint(path):

@@ -1,13 +1,14 @@
 """Checkpoints of other code bases in and out of vlreg, and :func:`load_model`.
 
-- :mod:`.qformer_keys`, :mod:`.vision_keys`: parameter names of the Q-Former and the image
-  encoder in transformers, LAVIS, EVA, OpenAI CLIP and BERT checkpoints.
 - :mod:`.transformers_blip2`: ``Blip2ForConditionalGeneration`` in (``load_transformers``,
   ``from_transformers``) and out (``to_transformers``, ``save_transformers``).
 - :mod:`.lavis`: LAVIS BLIP-2 checkpoints in.
 - :mod:`.runs`: vlreg run checkpoints as ready models.
-- :mod:`.weights`, :mod:`.materialize`: reading weight files safely, fingerprints, and
-  installing converted weights into a skeleton built without them.
+- :mod:`.materialize`: installing converted weights into a skeleton built without them.
+
+The parameter names of the Q-Former and the image encoder in those checkpoints are
+tables next to the modules they name (:mod:`vlreg.models.bridges.qformer_keys`,
+:mod:`vlreg.models.encoders.vision_keys`); weight files are read with :mod:`vlreg.io.weights`.
 
 Importing this package imports nothing heavy; each submodule imports what it needs.
 """
@@ -41,7 +42,7 @@ def load_model(
       ``prompter`` keeps or drops a P-Former, which by default is dropped when the model has a bridge;
       ``overrides``, ``key.path=value`` changes to that config, e.g. ``model.llm.path=/moved/lm`` for a
       frozen source that is no longer where the run found it; a moved or copied run finds its paths
-      again by itself where it can, see :mod:`vlreg.run_paths`);
+      again by itself where it can, see :mod:`vlreg.io.run_paths`);
     - a transformers ``Blip2ForConditionalGeneration`` directory or hub name, OPT or T5, with its
       tokenizer when saved alongside (:func:`vlreg.interop.transformers_blip2.load_transformers`);
     - a LAVIS BLIP-2 ``.pth`` file, with ``config``: the vlreg model node it belongs to, or a
@@ -60,7 +61,8 @@ def load_model(
     """
     from .lavis import load_lavis
     from .processors import encoder_processor
-    from .runs import is_run_checkpoint, load_run
+    from ..io.checkpoints import is_run_checkpoint
+    from .runs import load_run
     from .transformers_blip2 import load_transformers
 
     path = Path(source).expanduser()

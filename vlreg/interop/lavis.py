@@ -23,10 +23,11 @@ from typing import Any, Mapping
 from torch import Tensor
 
 from ..errors import ConfigError
-from . import qformer_keys, vision_keys
+from ..models.bridges import qformer_keys
+from ..models.encoders import vision_keys
 from .materialize import assign_weights
-from .qformer_keys import rename
-from .weights import read_weights
+from ..io.renaming import rename
+from ..io.weights import read_weights
 
 LLM_PREFIXES = ("opt_model.", "t5_model.", "llm_model.")
 VISION_PREFIXES = ("visual_encoder.", "ln_vision.")
@@ -85,7 +86,7 @@ def load_lavis(path: str | os.PathLike, node: Mapping[str, Any], strict: bool = 
     a later vlreg checkpoint saves its weights in full.
     """
     from ..models.assembly import VisionLanguageModel
-    from ..runner.checkpoint import weight_sources
+    from ..io.sources import weight_sources
 
     model = VisionLanguageModel.from_config(node)
     origin = f"LAVIS checkpoint {str(path)!r}"

@@ -1,42 +1,27 @@
 """A vlreg run's checkpoint as a ready model.
 
 A stage writes ``<run>/config.yaml`` (the stage's resolved config), ``<run>/paths.json``
-(where the paths its model names were: :mod:`vlreg.run_paths`) and
-``<run>/checkpoints/step_N/`` (see :mod:`vlreg.runner.checkpoint`). Loading reads the config
-(:func:`read_run_config`: overrides applied, paths found again where the run was moved),
-rebuilds the ``model:`` node with :meth:`VisionLanguageModel.from_config` (frozen parts load
-from their own sources) and loads the checkpoint's weights with the runner's
-``load_weights``, which checks the frozen sources' checksums. The model's ``eval_processor``
+(where the paths its model names were: :mod:`vlreg.io.run_paths`) and
+``<run>/checkpoints/step_N/`` (see :class:`vlreg.io.run_dir.RunDir` and
+:mod:`vlreg.io.checkpoints`). Loading reads the config (:func:`read_run_config`: overrides
+applied, paths found again where the run was moved), rebuilds the ``model:`` node with
+:meth:`VisionLanguageModel.from_config` (frozen parts load from their own sources) and loads
+the checkpoint's weights with :func:`~vlreg.io.checkpoints.load_weights`, which checks the
+frozen sources' checksums. The model's ``eval_processor``
 is the run's (:func:`vlreg.interop.processors.run_processor`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
+from ..io.checkpoints import load_weights, resolve_checkpoint
+from ..io.run_dir import RunDir
+from ..io.run_paths import relocate
 
-STAGE_CONFIG = "config.yaml"
 PROMPTER_LOSSES = ("align", "reconstruction", "contrastive", "vocabulary")
-
-
-def is_run_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a vlreg checkpoint directory, a ``checkpoints/`` folder or a run directory."""
-    from ..runner.checkpoint import is_complete, step_checkpoints
-
-    path = Path(path)
-    return is_complete(path) or (path / "checkpoints").is_dir() or bool(step_checkpoints(path))
-
-
-def stage_config(checkpoint: Path) -> Path:
-    """The ``config.yaml`` of the run a checkpoint directory belongs to (it or one of its two parents)."""
-    for directory in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
-        if (directory / STAGE_CONFIG).is_file():
-            return directory / STAGE_CONFIG
-    raise ConfigError(f"no {STAGE_CONFIG} next to checkpoint {checkpoint} or in its run directory; "
-                      "it says which model the weights belong to")
 
 
 def without_prompter(node: dict[str, Any]) -> dict[str, Any]:
@@ -50,13 +35,11 @@ def without_prompter(node: dict[str, Any]) -> dict[str, Any]:
 
 def read_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The stage config of a run directory or checkpoint, with ``key.path=value`` overrides applied and the
-    paths its model names found where they are now (see :mod:`vlreg.run_paths`)."""
+    paths its model names found where they are now (see :mod:`vlreg.io.run_paths`)."""
     from ..config import load_config, to_plain
-    from ..run_paths import relocate
-    from ..runner.checkpoint import resolve_checkpoint
 
-    file = stage_config(resolve_checkpoint(path))
-    return relocate(to_plain(load_config(file, overrides)), file.parent)
+    run = RunDir.holding(resolve_checkpoint(path))
+    return relocate(to_plain(load_config(run.config, overrides)), run.path)
 
 
 def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision: Optional[str] = None,
@@ -72,7 +55,6 @@ def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision
     ``overrides``: ``key.path=value`` changes to the run's ``config.yaml`` (``model.llm.path=...``).
     """
     from ..models.assembly import VisionLanguageModel
-    from ..runner.checkpoint import load_weights, resolve_checkpoint
     from . import with_precision
     from .processors import encoder_processor, run_processor
 
@@ -80,7 +62,7 @@ def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision
     config = read_run_config(checkpoint, overrides)
     node = config.get("model")
     if not isinstance(node, dict) or not node:
-        raise ConfigError(f"{stage_config(checkpoint)} has no model: node")
+        raise ConfigError(f"{RunDir.holding(checkpoint).config} has no model: node")
     keep = prompter if prompter is not None else not node.get("bridge")
     if not keep:
         node = without_prompter(node)

@@ -32,7 +32,8 @@ from typing import Any, Optional
 from torch import Tensor
 
 from ..errors import ConfigError, UserError
-from . import qformer_keys, vision_keys
+from ..models.bridges import qformer_keys
+from ..models.encoders import vision_keys
 from .materialize import assign_weights, parameters_on_meta
 
 IMAGE_TOKEN = "<image>"

@@ -44,21 +44,22 @@ fatal beyond the dataset's ``max_bad_fraction``, and reported as
 ``counters["bad_media"]``. ``fit`` with ``train_dataset=None`` (or
 ``max_steps: 0``) only evaluates.
 
-Weights of a finished run: :func:`vlreg.runner.checkpoint.final_checkpoint`,
-:func:`~vlreg.runner.checkpoint.load_weights` (a whole model, for inference;
+Weights of a finished run: :func:`vlreg.io.checkpoints.final_checkpoint`,
+:func:`~vlreg.io.checkpoints.load_weights` (a whole model, for inference;
 ``exclude=("prompter",)`` skips a P-Former) and
-:func:`~vlreg.runner.checkpoint.load_component_weights` (one component, to start
+:func:`~vlreg.io.checkpoints.load_component_weights` (one component, to start
 a stage from an earlier one). See :mod:`vlreg.runner.data` for the order,
-sharding and exact resume, :mod:`vlreg.runner.checkpoint` for the checkpoint
-layout and the frozen-weight ``weight_source()`` protocol,
+sharding and exact resume, :mod:`vlreg.io.checkpoints` for the checkpoint
+layout, :mod:`vlreg.io.sources` for the frozen-weight ``weight_source()`` protocol,
+:mod:`vlreg.runner.checkpoint` for writing checkpoints,
 :mod:`vlreg.runner.distributed_setup` for torchrun launches (one or many
 machines), :mod:`vlreg.runner.optim` for parameter groups and the schedule, and
 :mod:`vlreg.runner.logging` for ``metrics.jsonl``.
 
-Output directory: ``config.yaml`` (written by the caller), ``metrics.jsonl``,
-``tensorboard/`` (when tensorboard is installed), ``checkpoints/``, the task's
-predictions, ``results.json`` (final and best metrics, steps, epochs, samples,
-seconds, skipped steps, counters).
+Output directory (:class:`vlreg.io.run_dir.RunDir` names its files): ``config.yaml``
+(written by the caller), ``metrics.jsonl``, ``tensorboard/`` (when tensorboard is
+installed), ``checkpoints/``, the task's predictions, ``results.json`` (final and best
+metrics, steps, epochs, samples, seconds, skipped steps, counters).
 
 Errors a user can fix (a bad ``run:`` section, NaN losses that persist, a full
 disk, a checkpoint that does not match the model) raise :class:`vlreg.errors.UserError`

@@ -30,7 +30,6 @@ rank 0 publishes the index after a barrier.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,8 @@ from torch import nn
 
 from .. import distributed
 from ..data.media import BadMedia
+from ..io.fingerprints import sha256_tensors, sha256_text
+from ..io.sources import weight_sources
 from ..models.base import Encoder
 
 log = logging.getLogger("vlreg")
@@ -58,28 +59,16 @@ def processor_settings(processor: Any) -> Optional[dict[str, Any]]:
     return {"class": f"{type(processor).__module__}.{type(processor).__qualname__}", **settings}
 
 
-def _tensor_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def encoder_identity(encoder: nn.Module) -> dict[str, Any]:
     """What determines an encoder's outputs: structure, settings and weights."""
-    sources = {}
-    for name, module in encoder.named_modules():
-        source = module.weight_source() if hasattr(module, "weight_source") else None
-        if source:
-            sources[name] = source
+    sources = weight_sources(encoder)
     settings = {k: v for k, v in vars(encoder).items()
                 if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool, tuple))}
     return {
         "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
-        "structure": hashlib.sha256(repr(encoder).encode()).hexdigest(),
+        "structure": sha256_text(repr(encoder)),
         "settings": settings,
-        "weights": sources or _tensor_digest(encoder),
+        "weights": sources or sha256_tensors(encoder.state_dict()),
     }
 
 
@@ -91,7 +80,7 @@ def cache_key(encoder: Encoder, processor: Any) -> Optional[str]:
         return None
     blob = json.dumps({"format": FORMAT, "encoder": encoder_identity(stage), "processor": settings},
                       sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:DIGEST]
+    return sha256_text(blob)[:DIGEST]
 
 
 def file_stamp(path: str) -> list[Any]:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError
-
-LOCK_FILE = ".vlreg.lock"
+from ..io.run_dir import RunDir
 
 
 class OutputLockedError(UserError):
@@ -65,7 +64,7 @@ class OutputLock:
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
-        self.path = self.directory / LOCK_FILE
+        self.path = RunDir(self.directory).lock
         self._fd: Optional[int] = None
 
     @property

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-METRICS_FILE = "metrics.jsonl"
+from ..io.run_dir import RunDir
 
 
 def _truncate_after(path: Path, step: int) -> None:
@@ -58,7 +58,7 @@ class MetricsLog:
 
     def __init__(self, output_dir: str | os.PathLike, enabled: bool = True, resume_step: Optional[int] = None):
         self.enabled = enabled
-        self.path = Path(output_dir) / METRICS_FILE
+        self.path = RunDir(output_dir).metrics
         self._file: Optional[TextIO] = None
         self._tensorboard = None
         if not enabled:
@@ -70,7 +70,7 @@ class MetricsLog:
             self.path.unlink(missing_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
         purge = resume_step + 1 if resume_step is not None else None
-        self._tensorboard = _tensorboard_writer(Path(output_dir) / "tensorboard", purge)
+        self._tensorboard = _tensorboard_writer(RunDir(output_dir).tensorboard, purge)
 
     def write(self, record: dict[str, Any]) -> None:
         """Log one record; it must hold ``step``. Non-finite numbers are written as null."""

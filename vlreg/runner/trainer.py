@@ -17,9 +17,7 @@ then, when due: a metrics line, an evaluation (best-metric selection), a checkpo
 from __future__ import annotations
 
 import gc
-import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +30,10 @@ from .. import distributed as collectives
 from ..device import cpu_threads, resolve_precision
 from ..errors import ConfigError, UserError
 from ..registry import register
-from .checkpoint import Checkpointer, on_main, read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
+from ..io.checkpoints import read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
+from ..io.files import write_json_atomically
+from ..io.run_dir import RunDir
+from .checkpoint import Checkpointer, on_main
 from .config import RunConfig
 from .context import EvalContext, autocast
 from .data import TrainStream, to_device
@@ -40,9 +41,6 @@ from .distributed_setup import TaskStep, full_tensor, gathered_parameters, gradi
 from .logging import MetricsLog, Progress, format_record
 from .optim import WarmupCosine, build_optimizer, complete_groups, parameter_groups
 from .seeding import mix, preserved_rng, rng_state, seed_all, set_deterministic, set_rng_state
-
-RESULTS_FILE = "results.json"
-
 
 class NonFiniteLossError(UserError):
     """The loss was NaN or inf for too many optimizer steps in a row."""
@@ -101,7 +99,7 @@ class Trainer:
         """Train ``model`` on ``train_dataset`` with ``task``; evaluate on ``eval_dataset``.
 
         Without a training set (``None``) the model is only evaluated: no optimizer,
-        no checkpoint. Returns the results also written to ``<output_dir>/results.json``.
+        no checkpoint. Returns the results also written to ``<output_dir>/results.json`` (see :class:`~vlreg.io.run_dir.RunDir`).
         """
         cfg = self.config
         self.started = time.perf_counter()
@@ -118,6 +116,7 @@ class Trainer:
         if env.is_main:
             print(f"[vlreg] precision {self.precision_choice.describe()}{threads}", flush=True)
         self.output_dir = Path(cfg.output_dir)
+        self.run_dir = RunDir(self.output_dir)
         seed_all(cfg.seed + env.rank)
         set_deterministic(cfg.deterministic)
         self.model, self.task = model, task
@@ -126,7 +125,7 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "step": None}
         self.final_metrics: dict[str, float] = {}
         self.last_eval_step = self.last_saved_step = -1
-        self.checkpoints = Checkpointer(self.output_dir / "checkpoints", cfg.keep_checkpoints)
+        self.checkpoints = Checkpointer(self.run_dir.checkpoints, cfg.keep_checkpoints)
         model.to(env.device)
         self.wrapped, self.optimizer, self.stream, self.total_steps = model, None, None, 0
         resume_from = self._prepare_training(train_dataset) if train_dataset is not None else None
@@ -153,9 +152,7 @@ class Trainer:
             self.wrapped = None
             gc.collect()
         if env.is_main:
-            tmp = self.output_dir / (RESULTS_FILE + ".tmp")
-            tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-            os.replace(tmp, self.output_dir / RESULTS_FILE)
+            write_json_atomically(self.run_dir.results, results)
         return results
 
     def _prepare_training(self, train_dataset: Any) -> Optional[Path]:

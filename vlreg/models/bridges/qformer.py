@@ -156,7 +156,7 @@ class QFormer(Bridge):
         """
         from transformers import BertForMaskedLM
 
-        from ...interop.qformer_keys import from_bert
+        from .qformer_keys import from_bert
 
         try:
             bert = BertForMaskedLM.from_pretrained(source)

@@ -6,7 +6,7 @@
 last block removed (features of the second-last block) and a LayerNorm on top.
 
 Both presets are timm ``VisionTransformer`` models, whose blocks map one-to-one onto
-transformers' ``Blip2VisionModel`` and LAVIS's encoders (see :mod:`vlreg.interop.vision_keys`).
+transformers' ``Blip2VisionModel`` and LAVIS's encoders (see :mod:`vlreg.models.encoders.vision_keys`).
 EVA ViT-g is built as ``vit_giant_patch14_clip_224`` without CLIP's pre-norm: EVA's weights
 (separate query and value biases) load into its single ``qkv`` bias with a zero key part.
 """
@@ -14,18 +14,19 @@ EVA ViT-g is built as ``vit_giant_patch14_clip_224`` without CLIP's pre-norm: EV
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, did_you_mean
-from ...interop.vision_keys import fuse_qv_bias, is_eva_layout
-from ...interop.weights import read_weights, sha256_file, sha256_tensors
+from ...io.fingerprints import sha256_tensors
+from ...io.sources import file_source
+from ...io.weights import read_weights
 from ...registry import register
 from ..base import Encoder, Features, Precision, is_dry_build
 from . import check_media, encoding
+from .vision_keys import fuse_qv_bias, is_eva_layout
 
 
 def create_timm_model(model: str, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -131,8 +132,7 @@ class TimmViT(Encoder):
             self._load_pretrained_weights()
         if checkpoint is not None and not dry:
             self.load_weights(checkpoint)
-            self._weight_source = {"source": str(Path(checkpoint).expanduser().resolve()),
-                                   "sha256": sha256_file(checkpoint)}
+            self._weight_source = file_source(checkpoint)
         if grad_checkpointing:
             if frozen:
                 raise ConfigError("grad_checkpointing saves memory in backward and needs a trainable encoder: "

@@ -171,7 +171,8 @@ def _checkpoint_sha256(path: str) -> str:
 
     from transformers.utils import cached_file
 
-    from ...interop.weights import sha256_files, weight_files
+    from ...io.fingerprints import sha256_files
+    from ...io.weights import weight_files
 
     directory = Path(path)
     if not directory.is_dir():  # a hub name: the files from_pretrained just fetched into the cache
@@ -259,7 +260,7 @@ class TransformersLM(LanguageModel):
         """``{"source": path, "sha256": ...}`` when the weights came from ``path``, else None (random init).
 
         ``sha256`` fingerprints the checkpoint's weight files (every safetensors shard, else the
-        pickles), hashed once when the model loads; see :func:`vlreg.interop.weights.sha256_files`.
+        pickles), hashed once when the model loads; see :func:`vlreg.io.fingerprints.sha256_files`.
         """
         return self._weight_source
 

@@ -15,7 +15,6 @@ number of prompts ``Q`` is independent of the text length.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal, Mapping, Optional, Sequence
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...io.fingerprints import sha256_file, sha256_files
 from ...registry import register
 from ..base import LanguageModel, Precision, Prompter, Prompts, is_dry_build
 from ..bridges.qformer import TEMPERATURE_RANGE, QFormer, _init_bert_style
@@ -144,7 +144,7 @@ class PFormer(Prompter):
 
     # -- weights ------------------------------------------------------------------
     def weight_source(self) -> Optional[dict[str, str]]:
-        """``{"source": path, "sha256": checksum}`` when loaded from ``checkpoint``, else None (see vlreg.runner.checkpoint)."""
+        """``{"source": path, "sha256": checksum}`` when loaded from ``checkpoint``, else None (see vlreg.io.sources)."""
         return dict(self._source) if self._source is not None else None
 
     def load_bert(self, source: str) -> list[str]:
@@ -181,12 +181,8 @@ class PFormer(Prompter):
                               f"of stage 0): missing {_listing(missing)}; unexpected {_listing(unexpected)}; "
                               f"other shapes (here vs checkpoint) {_listing(misshapen)}")
         self.load_state_dict(weights)
-        digest = hashlib.sha256()
-        for path in files:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        return {"source": origin, "sha256": digest.hexdigest()}
+        digest = sha256_file(files[0]) if len(files) == 1 else sha256_files(files)
+        return {"source": origin, "sha256": digest}
 
     # -- encoder ------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -337,7 +333,7 @@ def _bert_tokenizer(source: Optional[str], need_mask: bool):
 def _checkpoint_files(source: str) -> tuple[list[Path], str, bool]:
     """The safetensors files of a stage-0 result, its resolved location (the recorded source), and
     whether it is a run checkpoint (whose keys carry the module path)."""
-    from ...runner.checkpoint import FROZEN_FILE, TRAINABLE_FILE, resolve_checkpoint
+    from ...io.checkpoints import FROZEN_FILE, TRAINABLE_FILE, resolve_checkpoint
 
     path = Path(source)
     if path.is_file():

@@ -14,7 +14,7 @@ such path up, in order:
 A path found nowhere is a one-line error that names the key, what it pointed at, and how to
 point at it instead: an override (``load_model(run, overrides=["model.llm.path=/new/place"])``)
 or ``$VLREG_RUN_PATH``. Frozen weights are checked against the checksums the checkpoint
-recorded in any case (:mod:`vlreg.runner.checkpoint`).
+recorded in any case (:mod:`vlreg.io.checkpoints`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .files import write_json_atomically
+from .run_dir import RunDir
 
-PATHS_FILE = "paths.json"
 ENVIRONMENT = "VLREG_RUN_PATH"
 RECORDED = ("model",)
 """The parts of a stage config whose paths are recorded: what loading the run needs."""
@@ -49,11 +50,7 @@ def record_paths(config: Mapping[str, Any], run_dir: Path) -> Path:
     paths = {".".join(map(str, key)): value for part in RECORDED
              for key, value in _strings(config.get(part), (part,)) if value and Path(value).exists()}
     record = {"started_in": str(Path.cwd()), "run_dir": str(run_dir.resolve()), "paths": paths}
-    target = run_dir / PATHS_FILE
-    temporary = target.with_name(f".{PATHS_FILE}.tmp")
-    temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(temporary, target)
-    return target
+    return write_json_atomically(RunDir(run_dir).paths, record)
 
 
 def _get(node: Any, key: str) -> Any:
@@ -93,7 +90,7 @@ def relocate(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, An
     A run without ``paths.json`` (written before vlreg recorded them) is returned unchanged.
     """
     run_dir = Path(run_dir).resolve()
-    file = run_dir / PATHS_FILE
+    file = RunDir(run_dir).paths
     if not file.is_file():
         return config
     record = json.loads(file.read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ their state dict, relative to the encoder::
 an implicit zero key bias; :func:`fuse_qv_bias` turns them into the full bias with a zero key
 part, which is exactly what transformers' ``Blip2VisionModel`` stores as ``self_attn.qkv.bias``.
 
-The rules are ``(vlreg name, other name)`` pairs as in :mod:`vlreg.interop.qformer_keys`.
+The rules are ``(vlreg name, other name)`` pairs (:mod:`vlreg.io.renaming`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from .qformer_keys import Rule, rename
+from ...io.renaming import Rule, rename
 
 POST_NORM = "post_norm"
 TIMM_NORM = "vit.norm"

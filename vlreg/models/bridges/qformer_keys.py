@@ -1,9 +1,8 @@
 """The Q-Former's parameter names in transformers, LAVIS and BERT checkpoints.
 
-Each layout is a table of rules ``(vlreg name, other name)``. A name is a module path
-(matching its ``.weight`` and ``.bias``) or a full parameter name; ``{i}`` stands for a
-layer index. A key is renamed by every rule it matches, so one table serves both
-directions, and tied or copied weights are simply two rules with the same name on one side.
+Each layout is a table of rules ``(vlreg name, other name)``, applied by
+:func:`vlreg.io.renaming.rename` (a name is a module path or a full parameter name;
+``{i}`` stands for a layer index).
 
 vlreg's names (see :class:`vlreg.models.bridges.qformer.QFormer`)::
 
@@ -18,13 +17,11 @@ temperature and no language-model head: ``temp`` and ``lm_head`` have no counter
 
 from __future__ import annotations
 
-import functools
-import re
 from typing import Iterable, Mapping, Sequence
 
 from torch import Tensor
 
-Rule = tuple[str, str]
+from ...io.renaming import Rule, rename
 
 
 def _attention(ours: str, theirs: str, inner: str) -> list[Rule]:
@@ -93,29 +90,6 @@ def lavis_rules(projections: Sequence[str] = LAVIS_PROJECTIONS) -> list[Rule]:
         ("temp", "temp"),
         *[("llm_proj", name) for name in projections],
     ]
-
-
-@functools.lru_cache(maxsize=None)
-def _pattern(name: str) -> re.Pattern:
-    return re.compile("^" + re.escape(name).replace(r"\{i\}", r"(?P<i>\d+)") + r"(?P<suffix>\.weight|\.bias)?$")
-
-
-def rename(state: Mapping[str, Tensor], rules: Iterable[Rule], to_vlreg: bool) -> dict[str, Tensor]:
-    """Rename ``state``'s keys by ``rules`` (towards vlreg's names or away from them).
-
-    Keys no rule matches are left out (a BLIP-2 checkpoint also holds the vision model and
-    the LLM). Where two keys map to one name (tied weights), the first wins.
-    """
-    oriented = [(theirs, ours) if to_vlreg else (ours, theirs) for ours, theirs in rules]
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        for source, target in oriented:
-            match = _pattern(source).match(key)
-            if match:
-                index = match.groupdict().get("i")
-                name = target.replace("{i}", index) if index is not None else target
-                out.setdefault(name + (match["suffix"] or ""), value)
-    return out
 
 
 def to_transformers(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
