@@ -48,10 +48,10 @@ def model_node(tiny_nodes, tokenizer_dirs, pformer_file, media="image", bridge="
     node = {"encoder": encoder, "bridge": bridge_node, "prompter": prompter}
     if stage == 1:
         node["prompter"]["llm_width"] = 64  # no LLM in stage 1 to take it from
-        node["losses"] = {"itc": 1, "itm": 1, "itg": 1, "align": 10.0 if align is None else align}
+        node["losses"] = [{"name": "blip2_stage1"}, {"name": "pformer_alignment", "weight": 10.0 if align is None else align}]
     else:
         node["llm"] = tiny_nodes["opt"]
-        node["losses"] = {"lm": 1, "align": 100.0 if align is None else align}
+        node["losses"] = [{"name": "lm"}, {"name": "pformer_alignment", "weight": 100.0 if align is None else align}]
     return node
 
 
@@ -177,7 +177,7 @@ def test_a_trained_model_checkpoint_references_the_pformer_and_holds_none_of_its
 
     # inference: the same config without the P-Former loads every one of its weights from the checkpoint
     torch.manual_seed(1)
-    inference = VisionLanguageModel.from_config({k: v for k, v in node.items() if k != "prompter"} | {"losses": {}})
+    inference = VisionLanguageModel.from_config({k: v for k, v in node.items() if k != "prompter"} | {"losses": []})
     assert set(inference.state_dict()) == set(saved)
     assert load_weights(inference, tmp_path) == []  # strict: nothing the model needs is missing
     model.eval()

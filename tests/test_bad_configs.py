@@ -60,7 +60,7 @@ def stage(tokenizer_dirs, tmp_path) -> dict:
                   "bridge": {"includes": ["bridges/qformer_tiny.yaml"], "num_queries": 8, "hidden_size": 64,
                              "num_heads": 4, "intermediate_size": 128, "embed_dim": 32, "text_branch": False},
                   "llm": {"includes": ["llms/opt_tiny.yaml"], "tokenizer": tokenizer_dirs["opt"]},
-                  "losses": {"lm": 1}},
+                  "losses": [{"name": "lm"}]},
         "data": {"train": {"name": "coco_caption", "root": coco, "processor": IMAGE},
                  "eval": {"name": "coco_caption", "root": coco, "split": "test", "processor": IMAGE}},
         "tokenizers": [{"path": str(tmp_path / "tok"), "style": "bert", "vocab_size": 100}],

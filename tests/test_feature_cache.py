@@ -94,7 +94,7 @@ def test_model_gives_the_same_losses_from_cached_tokens(small_world, tiny_nodes,
 
     torch.manual_seed(0)
     model = VisionLanguageModel.from_config({"encoder": tiny_nodes["image"], "bridge": tiny_nodes["qformer"],
-                                             "losses": {"itc": 1, "itg": 1}}).eval()
+                                             "losses": [{"name": "blip2_stage1", "itm": 0}]}).eval()
     plain, cached = dataset(small_world), dataset(small_world)
     attach_feature_cache(cached, model.encoder, tmp_path)
     a = collate([plain[i] for i in range(6)])
@@ -114,7 +114,7 @@ def test_a_video_encoder_caches_its_frozen_frames_and_keeps_training_its_tempora
 
     torch.manual_seed(0)
     model = VisionLanguageModel.from_config({"encoder": tiny_nodes["video"], "bridge": tiny_nodes["qformer"],
-                                             "losses": {"itc": 1}}).eval()
+                                             "losses": [{"name": "blip2_stage1", "itm": 0, "itg": 0}]}).eval()
     assert model.encoder.frozen_stage() is model.encoder.frame_encoder
     plain, cached = videos(), videos()
     assert attach_feature_cache(cached, model.encoder, tmp_path)

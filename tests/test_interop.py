@@ -283,7 +283,7 @@ def stage1_node(tokenizer_dir: str) -> dict:
         "bridge": {"name": "qformer", "num_queries": QUERIES, "num_layers": 3, "hidden_size": WIDTH, "num_heads": 4,
                    "intermediate_size": 64, "cross_attention_every": 2, "max_position_embeddings": 32,
                    "max_text_length": 16, "embed_dim": 16, "dropout": 0.0, "tokenizer": tokenizer_dir},
-        "losses": {"itc": 1, "itm": 1, "itg": 1},
+        "losses": [{"name": "blip2_stage1"}],
     }
 
 
@@ -318,7 +318,7 @@ def test_lavis_checkpoint_gives_transformers_retrieval_scores(tokenizer_dirs, tm
     assert torch.equal(model.bridge.lm_head.bias, lavis["Qformer.cls.predictions.bias"])
 
     # a stage-2 model takes the stage-1 checkpoint's shared part; its projection is not in the file
-    stage2 = {**stage1_node(tokenizer_dirs["bert"]), "losses": {}}
+    stage2 = {**stage1_node(tokenizer_dirs["bert"]), "losses": []}
     stage2["bridge"] = {**stage2["bridge"], "text_branch": False, "llm_width": 24}
     with pytest.raises(ConfigError, match=r"lacks weights the model needs, .*bridge\.llm_proj\.weight"):
         vlreg.load_model(path, config=stage2)
@@ -417,12 +417,12 @@ def test_assign_weights_keeps_ties_dtypes_and_reports_what_is_missing():
 # -- vlreg runs as models ---------------------------------------------------------------------------------------
 def checkpoint_model(tiny_nodes, tokenizer_dirs, with_prompter: bool):
     node = {"encoder": tiny_nodes["image"], "bridge": {**tiny_nodes["qformer"], "text_branch": False},
-            "llm": tiny_nodes["opt"], "losses": {"lm": 1.0}}
+            "llm": tiny_nodes["opt"], "losses": [{"name": "lm"}]}
     if with_prompter:
         node["prompter"] = {"name": "pformer", "num_prompts": 8, "num_layers": 1, "hidden_size": 32, "num_heads": 4,
                             "intermediate_size": 64, "max_position_embeddings": 32, "embed_dim": 16,
                             "tokenizer": tokenizer_dirs["bert"], "frozen": True}
-        node["losses"]["align"] = 10.0
+        node["losses"].append({"name": "pformer_alignment", "weight": 10.0})
     torch.manual_seed(4)
     model = VisionLanguageModel.from_config(node)
     perturb(model.bridge, seed=5)
@@ -452,7 +452,12 @@ def test_a_run_loads_as_a_model_without_the_pformer_it_trained_with(tiny_nodes, 
     assert model.eval_processor["image_size"] == 32
     kept = vlreg.load_model(tmp_path / "run", prompter=True)
     assert all(torch.equal(a, b) for a, b in zip(kept.prompter.state_dict().values(), trained.prompter.state_dict().values()))
-    assert kept.weights.align == 10.0
+    assert [o.weights() for o in kept.objectives] == [{"lm": 1.0}, {"align": 10.0}]
+    # a run written before objectives, whose config has a mapping of loss weights, loads with the objectives it meant
+    save_run(tmp_path / "old_run", {**node, "losses": {"lm": 1.0, "align": 10.0}}, trained)
+    old = vlreg.load_model(tmp_path / "old_run", prompter=True)
+    assert [o.weights() for o in old.objectives] == [{"lm": 1.0}, {"align": 10.0}]
+    assert vlreg.load_model(tmp_path / "old_run").generate({"image": images}, max_new_tokens=6) == expected
 
 
 def test_frozen_encoder_and_llm_files_are_referenced_not_copied_and_checked_on_resume(tiny_nodes, tokenizer_dirs,
@@ -469,7 +474,7 @@ def test_frozen_encoder_and_llm_files_are_referenced_not_copied_and_checked_on_r
     build("llm", tiny_nodes["opt"]).model.save_pretrained(llm_dir)
     node = {"encoder": {**tiny_nodes["image"], "checkpoint": str(encoder_file)},
             "bridge": {**tiny_nodes["qformer"], "text_branch": False},
-            "llm": {**tiny_nodes["opt"], "path": str(llm_dir), "config": None}, "losses": {"lm": 1.0}}
+            "llm": {**tiny_nodes["opt"], "path": str(llm_dir), "config": None}, "losses": [{"name": "lm"}]}
     model = VisionLanguageModel.from_config(node)
     encoder_sha = hashlib.sha256(encoder_file.read_bytes()).hexdigest()
     assert model.encoder.weight_source() == {"source": str(encoder_file.resolve()), "sha256": encoder_sha}

@@ -14,9 +14,10 @@ import vlreg  # noqa: F401  (installs the torchvision guard before transformers 
 from vlreg.build import build
 from vlreg.config import load_config, to_plain
 from vlreg.errors import ConfigError
-from vlreg.models.assembly import LossWeights, VisionLanguageModel
+from vlreg.models.assembly import VisionLanguageModel
 from vlreg.models.base import dry_build
-from vlreg.models.prompters.pformer import nearest_rows, vocabulary_loss
+from vlreg.models.losses import nearest_rows, vocabulary_loss
+from vlreg.objectives.pformer_stage0 import PFormerStage0
 from vlreg.runner import Checkpointer, RunConfig, Trainer
 from vlreg.tasks.lm_pretrain import pretrain_lm, save_lm
 
@@ -117,15 +118,14 @@ def test_paper_configs_build_on_the_meta_device_with_the_paper_sizes():
 
 
 def test_tiny_config_and_stage0_run_settings(tokenizer_dirs):
-    from vlreg.tasks.pformer_pretrain import PAPER_LOSSES
-
     tiny = to_plain(load_config("prompters/pformer_tiny.yaml"))
     assert (tiny["name"], tiny["num_prompts"], tiny["num_layers"], tiny["hidden_size"]) == ("pformer", 32, 2, 256)
     prompter = build("prompter", {**tiny, "tokenizer": tokenizer_dirs["bert"], "llm_width": 64}).eval()
     with torch.no_grad():
         assert prompter(TEXTS).embeds.shape == (4, 32, 64)
     stage = to_plain(load_config("stages/pformer_stage0.yaml"))
-    assert stage["task"] == {"name": "pformer_pretrain"} and stage["model"]["losses"] == PAPER_LOSSES
+    assert stage["task"] == {"name": "pformer_pretrain"} and stage["model"]["losses"] == [
+        {"name": "pformer_stage0", "reconstruction": 1, "contrastive": 1, "vocabulary": 1}]
     run = RunConfig(output_dir="out", **stage["run"])
     assert (run.lr, run.min_lr, run.warmup_steps, run.weight_decay, run.batch_size, run.max_epochs) == (
         1e-4, 1e-5, 2000, 0.05, 128, 5)
@@ -144,15 +144,15 @@ def test_stage0_losses_by_weight_and_one_encoder_pass_for_all_views(tokenizer_di
     llm = build("llm", llm_node(tokenizer_dirs))
     prompter = build("prompter", tiny_pformer(tokenizer_dirs, llm_width=llm.width, contrastive_views=views))
     sizes = encoder_batch_sizes(prompter)
-    assert set(prompter.pretrain_losses(TEXTS, llm)) == {"reconstruction", "contrastive", "vocabulary"}
+    assert set(PFormerStage0().losses(prompter, llm, TEXTS)) == {"reconstruction", "contrastive", "vocabulary"}
     assert sizes == [passes * len(TEXTS)]
-    losses = prompter.pretrain_losses(TEXTS, llm, {"contrastive": 0, "vocabulary": 0.5})
+    losses = PFormerStage0(contrastive=0, vocabulary=0.5).losses(prompter, llm, TEXTS)
     assert set(losses) == {"reconstruction", "vocabulary"} and sizes[-1] == len(TEXTS)
-    with pytest.raises(ConfigError, match=r"unknown stage-0 losses \['itc'\]"):
-        prompter.pretrain_losses(TEXTS, llm, {"itc": 1})
+    with pytest.raises(ConfigError, match=r"unknown key 'itc' for objective 'pformer_stage0'"):
+        build("objective", {"name": "pformer_stage0", "itc": 1})
     prompter.eval()  # no dropout: the reconstruction is the LLM's loss on the P-Former's own prompts
     with torch.no_grad():
-        reconstruction = prompter.pretrain_losses(TEXTS, llm, {"contrastive": 0, "vocabulary": 0})["reconstruction"]
+        reconstruction = PFormerStage0(contrastive=0, vocabulary=0).losses(prompter, llm, TEXTS)["reconstruction"]
         assert torch.allclose(reconstruction, llm.loss(prompter(TEXTS), TEXTS))
 
 
@@ -171,11 +171,11 @@ def test_contrastive_loss_is_symmetric_infonce_with_label_smoothing(tokenizer_di
 
 
 def test_dropout_views_need_dropout(tokenizer_dirs):
-    llm = build("llm", llm_node(tokenizer_dirs))
-    prompter = build("prompter", tiny_pformer(tokenizer_dirs, llm_width=llm.width, dropout=0.0))
-    assert set(prompter.pretrain_losses(TEXTS, llm, {"contrastive": 0})) == {"reconstruction", "vocabulary"}
-    with pytest.raises(ConfigError, match="contrastive_views 'dropout' needs dropout > 0"):
-        prompter.pretrain_losses(TEXTS, llm)
+    node = {"prompter": tiny_pformer(tokenizer_dirs, dropout=0.0), "llm": llm_node(tokenizer_dirs)}
+    model = VisionLanguageModel.from_config({**node, "losses": [{"name": "pformer_stage0", "contrastive": 0}]})
+    assert set(model({"text_input": TEXTS})) == {"reconstruction", "vocabulary", "loss"}
+    with pytest.raises(ConfigError, match="contrastive_views 'dropout' needs dropout > 0"):  # before any step
+        VisionLanguageModel.from_config({**node, "losses": [{"name": "pformer_stage0"}]})
 
 
 def test_masked_views_mask_a_quarter_of_the_words_and_never_special_tokens(tokenizer_dirs):
@@ -261,9 +261,9 @@ def test_a_frozen_pformer_keeps_bf16_weights_and_stays_in_eval_mode(tokenizer_di
 
 def test_the_stage0_task_needs_a_prompter_and_an_llm(tokenizer_dirs):
     task = build("task", {"name": "pformer_pretrain"})
-    with pytest.raises(ConfigError, match="pformer_pretrain needs a model llm"):
+    with pytest.raises(ConfigError, match=r"model.losses\[0\]: objective 'pformer_stage0' needs a model llm"):
         task.validate_model({"prompter": tiny_pformer(tokenizer_dirs)}, "model")
-    with pytest.raises(ConfigError, match="pformer_pretrain needs a model prompter and llm"):
+    with pytest.raises(ConfigError, match="objective 'pformer_stage0' needs a model prompter and llm"):
         task.build_model({})
 
 
@@ -284,7 +284,8 @@ def test_stage0_through_the_runner_reconstructs_held_out_sentences_from_prompts_
     torch.manual_seed(0)
     model = task.build_model({"prompter": tiny_pformer(tokenizer_dirs),
                               "llm": {"name": "causal_lm", "path": pretrained_lm("opt")}})
-    assert model.weights == LossWeights(reconstruction=1, contrastive=1, vocabulary=1)  # the paper's, by default
+    assert [o.weights() for o in model.objectives] == [  # the paper's, by default
+        {"reconstruction": 1, "contrastive": 1, "vocabulary": 1}]
     run = {"output_dir": str(tmp_path / "run"), "max_steps": 300, "batch_size": 32, "lr": 3e-3, "min_lr": 3e-3,
            "num_workers": 0, "log_every": 10, "checkpoint_every": 0}
     results = Trainer(run).fit(model, task, data["train"], data["val"])
@@ -314,7 +315,7 @@ def test_stage0_with_an_encoder_decoder_llm_lowers_the_reconstruction_loss(token
     torch.manual_seed(0)
     model = VisionLanguageModel.from_config({
         "prompter": tiny_pformer(tokenizer_dirs), "llm": {"name": "seq2seq_lm", "path": pretrained_lm("t5")},
-        "losses": {"reconstruction": 1, "contrastive": 1, "vocabulary": 1}})
+        "losses": [{"name": "pformer_stage0"}]})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     history = []
     model.train()

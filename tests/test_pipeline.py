@@ -25,7 +25,7 @@ def project_config(world, tokenizers, out) -> dict:
         "stages": [
             {"name": "stage1", "task": {"name": "pretrain_stage1", "k": 4},
              "model": {"encoder": encoder, "bridge": {**TINY_QFORMER, "tokenizer": tokenizers["bert"]},
-                       "losses": {"itc": 1, "itm": 1, "itg": 1}},
+                       "losses": [{"name": "blip2_stage1"}]},
              "data": {"train": {"name": "coco_caption", "root": coco, "processor": IMAGE},
                       "eval": {"name": "coco_retrieval", "root": coco, "split": "test", "processor": IMAGE,
                                "max_samples": 6}},
@@ -34,7 +34,7 @@ def project_config(world, tokenizers, out) -> dict:
                                         "min_new_tokens": 1, "metrics": ["Bleu", "CIDEr"]},
              "init": {"bridge": "stage1"},
              "model": {"encoder": encoder, "bridge": {**TINY_QFORMER, "text_branch": False}, "llm": llm,
-                       "losses": {"lm": 1}},
+                       "losses": [{"name": "lm"}]},
              "data": {"train": {"name": "coco_caption", "root": coco, "processor": IMAGE},
                       "eval": {"name": "coco_caption", "root": coco, "split": "test", "processor": IMAGE,
                                "max_samples": 6}},

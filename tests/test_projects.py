@@ -105,7 +105,9 @@ def test_pformer_paper_alignment(path):
     assert [s.config["task"]["name"] for s in stages[:3]] == ["pformer_pretrain", "pretrain_stage1", "pretrain_stage2"]
     pformer, stage1, stage2 = (s.config["model"] for s in stages[:3])
     assert pformer["llm"]["path"] == stage2["llm"]["path"] == "facebook/opt-2.7b"
-    assert (stage1["losses"]["align"], stage2["losses"]["align"]) == (10, 100)
+    assert stage1["losses"] == [{"name": "blip2_stage1", "itc": 1, "itm": 1, "itg": 1},
+                                {"name": "pformer_alignment", "weight": 10}]
+    assert stage2["losses"] == [{"name": "lm"}, {"name": "pformer_alignment", "weight": 100}]
     for model in (stage1, stage2):
         assert model["prompter"]["frozen"] is True
         assert model["prompter"]["checkpoint"] == str(stages[0].output_dir)

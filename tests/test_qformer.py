@@ -12,6 +12,7 @@ from vlreg.models.base import Features, dry_build
 from vlreg.models.bridges.qformer import QFormer
 from vlreg.models.bridges.qformer_layers import joint_attention_mask
 from vlreg.models.tokenizers import save_tokenizer, train_tokenizer
+from vlreg.objectives.blip2_stage1 import Blip2Stage1
 
 CAPTIONS = [
     "a red circle on the left",
@@ -165,6 +166,13 @@ def test_masks_numerically(tokenizer_dir):
 
 
 # -- 4. stage-1 training ----------------------------------------------------------------------
+def stage1(qformer, features, texts, image_ids=None, **weights):
+    """The objective blip2_stage1 on a bare Q-Former: its losses, their weighted sum, the query states."""
+    objective = Blip2Stage1(**weights)
+    losses, query_states = objective.losses(qformer, features, texts, image_ids)
+    return losses, sum(objective.weights()[name] * value for name, value in losses.items()), query_states
+
+
 def test_stage1_losses_fall_on_a_learnable_task(tokenizer_dir):
     # each of 6 classes has its own "visual tokens" (plus noise) and its own caption
     ours = tiny_qformer(tokenizer_dir, cross_attention_every=1, num_layers=2, vision_width=128, llm_width=24).train()
@@ -178,12 +186,12 @@ def test_stage1_losses_fall_on_a_learnable_task(tokenizer_dir):
     history = []
     for _ in range(150):
         classes = torch.randint(len(CAPTIONS), (16,), generator=generator)
-        out = ours.stage1_losses(images(classes), [CAPTIONS[c] for c in classes], image_ids=classes)
+        losses, loss, query_states = stage1(ours, images(classes), [CAPTIONS[c] for c in classes], image_ids=classes)
         optimizer.zero_grad()
-        out.loss.backward()
+        loss.backward()
         optimizer.step()
-        history.append({k: v.item() for k, v in out.losses.items()})
-    assert out.query_states.shape == (16, 4, 32) and out.query_states.requires_grad
+        history.append({k: v.item() for k, v in losses.items()})
+    assert query_states.shape == (16, 4, 32) and query_states.requires_grad
     first = {k: sum(h[k] for h in history[:10]) / 10 for k in history[0]}
     last = {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
     # ITC cannot reach 0: label smoothing and same-class pairs in a batch put its floor near 1.2
@@ -207,14 +215,14 @@ def test_stage1_weights_select_losses_and_reuse_the_query_pass(tokenizer_dir):
     features = Features(torch.randn(2, 5, 16))
     calls = []
     hook = ours.layers[0].cross_attn.register_forward_hook(lambda *args: calls.append(args[1][0].shape[0]))
-    out = ours.stage1_losses(features, CAPTIONS[:2], weights={"itm": 0, "itg": 2})
+    losses, loss, query_states = stage1(ours, features, CAPTIONS[:2], itm=0, itg=2)
     hook.remove()
-    assert set(out.losses) == {"itc", "itg"}
-    assert torch.allclose(out.loss, out.losses["itc"] + 2 * out.losses["itg"])
+    assert set(losses) == {"itc", "itg"}
+    assert torch.allclose(loss, losses["itc"] + 2 * losses["itg"])
     assert calls == [2]  # one query pass (batch 2), no ITM pass
-    assert torch.allclose(ours.project(out.query_states).embeds, ours(features).embeds)
-    with pytest.raises(ConfigError, match="unknown stage-1 losses"):
-        ours.stage1_losses(features, CAPTIONS[:2], weights={"itx": 1})
+    assert torch.allclose(ours.project(query_states).embeds, ours(features).embeds)
+    with pytest.raises(ConfigError, match="unknown key 'itx' for objective 'blip2_stage1'"):
+        build("objective", {"name": "blip2_stage1", "itx": 1})
 
 
 def _stage1_rank_worker(rank, tokenizer_dir, init_file, out_dir):
@@ -225,9 +233,9 @@ def _stage1_rank_worker(rank, tokenizer_dir, init_file, out_dir):
     features = Features(torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(0)))
     rows = slice(2 * rank, 2 * rank + 2)
     texts = CAPTIONS[:2] if rank == 0 else ["a star", "one dot"]  # the ranks pad to different lengths
-    out = ours.stage1_losses(Features(features.tokens[rows]), texts, image_ids=torch.tensor([0, 1, 2, 2])[rows])
-    out.loss.backward()
-    torch.save({k: v.detach() for k, v in out.losses.items()}, f"{out_dir}/rank{rank}.pt")
+    losses, loss, _ = stage1(ours, Features(features.tokens[rows]), texts, image_ids=torch.tensor([0, 1, 2, 2])[rows])
+    loss.backward()
+    torch.save({k: v.detach() for k, v in losses.items()}, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -239,8 +247,8 @@ def test_stage1_losses_on_two_ranks(tokenizer_dir, tmp_path):
     ours = tiny_qformer(tokenizer_dir)
     features = Features(torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(0)))
     texts = CAPTIONS[:2] + ["a star", "one dot"]
-    single = ours.stage1_losses(features, texts, image_ids=torch.tensor([0, 1, 2, 2]), weights={"itm": 0})
-    assert torch.allclose((ranks[0]["itc"] + ranks[1]["itc"]) / 2, single.losses["itc"], atol=1e-5)
+    single, _, _ = stage1(ours, features, texts, image_ids=torch.tensor([0, 1, 2, 2]), itm=0)
+    assert torch.allclose((ranks[0]["itc"] + ranks[1]["itc"]) / 2, single["itc"], atol=1e-5)
     assert all(set(r) == {"itc", "itm", "itg"} and all(v.isfinite() for v in r.values()) for r in ranks)
 
 
@@ -345,7 +353,7 @@ def test_user_errors_are_clear(tokenizer_dir):
     with pytest.raises(ConfigError, match="prompts need llm_width"):
         stage2(Features(torch.randn(1, 3, 16)))
     with pytest.raises(ConfigError, match="needs the text branch"):
-        stage2.stage1_losses(Features(torch.randn(1, 3, 16)), ["a"])
+        stage1(stage2, Features(torch.randn(1, 3, 16)), ["a"])
     with pytest.raises(ConfigError, match="not a multiple"):
         build("bridge", {"name": "qformer", **TINY, "num_heads": 5, "text_branch": False})
 

@@ -14,7 +14,7 @@ import torch
 
 import vlreg
 from vlreg.bench.__main__ import main as bench_main
-from vlreg.errors import ConfigError, UserError
+from vlreg.errors import ConfigError, InputError
 from vlreg.run import main as run_main
 
 pytestmark = pytest.mark.slow
@@ -100,11 +100,11 @@ def test_a_model_prepares_files_as_it_was_evaluated(workspace, monkeypatch):
         assert torch.equal(pictures.preprocess(image=[image])["image"], from_path)
     assert len(pictures.generate({"image": from_path})) == 1
 
-    with pytest.raises(UserError, match=r"this model reads video \(eval_processor video_eval\); got image="):
+    with pytest.raises(InputError, match=r"this model reads video \(eval_processor video_eval\); got image="):
         video.preprocess(image=PICTURE)
-    with pytest.raises(UserError, match="cannot read image: .*nowhere.jpg: file not found"):
+    with pytest.raises(InputError, match="cannot read image: .*nowhere.jpg: file not found"):
         pictures.preprocess(image="nowhere.jpg")
-    with pytest.raises(UserError, match="preprocess takes one of image=, video= or features=; got image, video"):
+    with pytest.raises(TypeError, match="preprocess takes one of image=, video= or features=; got image, video"):
         pictures.preprocess(image=PICTURE, video=VIDEO)
 
 

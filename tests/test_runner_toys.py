@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, default_collate
 
 import vlreg  # noqa: F401  (installs the torchvision guard before anything imports it)
+from vlreg.tasks.base import Task
 
 
 class Numbers(Dataset):
@@ -115,12 +116,16 @@ class ToyModel(nn.Module):
         return self.head(h)
 
 
-class Classify:
+class Classify(Task):
     """Cross-entropy training and accuracy evaluation; ``nan_at`` makes chosen training calls return NaN,
-    ``sleep`` slows every training call (so a test can kill a run mid-way)."""
+    ``sleep`` slows every training call (so a test can kill a run mid-way). Batches are torch's
+    ``default_collate`` (the sample indices a tensor)."""
 
     def __init__(self, nan_at: tuple[int, ...] = (), sleep: float = 0.0):
         self.nan_at, self.sleep, self.calls = set(nan_at), sleep, 0
+
+    def collate(self, items: list[Any]) -> Any:
+        return default_collate(items)
 
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         self.calls += 1

@@ -33,6 +33,12 @@ BUILTINS: dict[str, dict[str, str]] = {
         "causal_lm": f"{_LLMS}.causal",
         "seq2seq_lm": f"{_LLMS}.seq2seq",
     },
+    "objective": {
+        "blip2_stage1": "vlreg.objectives.blip2_stage1",
+        "lm": "vlreg.objectives.lm",
+        "pformer_alignment": "vlreg.objectives.pformer_alignment",
+        "pformer_stage0": "vlreg.objectives.pformer_stage0",
+    },
     "dataset": {
         "coco_caption": f"{_DATA}.coco",
         "coco_retrieval": f"{_DATA}.coco",

@@ -17,7 +17,15 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """A config key, value or file is wrong."""
+    """A config key, value or file is wrong (found when a config is checked or built)."""
+
+
+class InputError(UserError, ValueError):
+    """What a model was given at forward, generate or preprocess time does not fit it: a batch without
+    a key an objective reads, media of the wrong modality or shape, prompts of the wrong width.
+
+    Mistakes in calling the API (a missing or contradictory argument) are plain TypeError or ValueError.
+    """
 
 
 class UsageError(UserError):

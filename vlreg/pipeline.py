@@ -8,7 +8,7 @@ A project config::
     stages:
       - name: pformer                                # stage 0: text only
         task: {name: pformer_pretrain}
-        model: {prompter: {...}, llm: {...}, losses: {...}}
+        model: {prompter: {...}, llm: {...}, losses: [{name: pformer_stage0}]}
         data: {train: {...}, eval: {...}}
         run: {max_steps: 300, batch_size: 32, lr: 1e-4}
       - name: stage1
@@ -395,8 +395,9 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         record_paths(cfg, stage.output_dir)
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
     results = runner.fit(model, task, datasets.get("train"), datasets.get("eval"))
-    if hasattr(task, "export"):
-        results["export"] = str(task.export(model, stage.output_dir))
+    exported = task.export(model, stage.output_dir)
+    if exported is not None:
+        results["export"] = str(exported)
     if is_main():
         write_json_atomically(stage.marker, {"stage": stage.name, "export": results.get("export")})
     return results

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 
 from .errors import DuplicateComponentError, UnknownComponentError, UserError, did_you_mean
 
-KINDS = ("encoder", "bridge", "prompter", "llm", "dataset", "processor", "task", "runner", "metric", "suite")
+KINDS = ("encoder", "bridge", "prompter", "llm", "objective", "dataset", "processor", "task", "runner", "metric",
+         "suite")
 PLUGIN_GROUP = "vlreg.plugins"
 
 
@@ -110,6 +111,11 @@ class Registry:
                     f"vlreg.builtins lists {self.kind} {name!r} in {entry.module}, which does not register it"
                 )
         return entry.obj
+
+    def name_of(self, obj: Any) -> str | None:
+        """The name ``obj`` is registered under (the first, sorted), or None."""
+        load_plugins()
+        return next((n for n in sorted(self._entries) if self._entries[n].obj is obj), None)
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         """Call the component registered as ``name`` with ``kwargs``."""

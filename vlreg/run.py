@@ -49,7 +49,7 @@ def dry_run(stages: dict[str, dict[str, Any]]) -> int:
     """Validate and build each stage's model on the meta device, and print its summary."""
     from .device import frozen_precision, resolve_precision
     from .models.base import dry_build
-    from .models.summary import format_rows, summarise
+    from .models.summary import format_rows, objectives_line, summarise
     from .pipeline import build_model, component_names
 
     for name, stage in stages.items():
@@ -59,6 +59,8 @@ def dry_run(stages: dict[str, dict[str, Any]]) -> int:
             rows = summarise(model, component_names(stage))
         print(f"stage {name}: task {stage['task']['name'] if stage.get('task') else '-'}")
         print(f"precision {precision.describe()}")
+        if objectives_line(model):
+            print(objectives_line(model))
         print(format_rows(rows))
         print()
     return 0

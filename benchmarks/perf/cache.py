@@ -39,7 +39,7 @@ def stage1_model(texts: Texts) -> Any:
     return VisionLanguageModel.from_config({
         "encoder": {"name": "timm_vit", "model": "vit_small_patch16_224", "img_size": 224, "precision": "fp32"},
         "bridge": bridge,
-        "losses": {"itc": 1.0, "itm": 1.0, "itg": 1.0},
+        "losses": [{"name": "blip2_stage1"}],
     })
 
 

@@ -67,12 +67,12 @@ def model_node(scale: str, tokenizer: str, precision: str) -> dict[str, Any]:
     elif scale == "small":
         node = {"encoder": dict(SMALL_VIT), "bridge": {**SMALL_QFORMER, "text_branch": False},
                 "llm": {"name": "causal_lm", "tokenizer": tokenizer, "max_text_length": 32, "config": dict(SMALL_OPT)},
-                "losses": {"lm": 1.0}}
+                "losses": [{"name": "lm"}]}
     elif scale == "paper":
         llm = {key: value for key, value in _config("llms/opt-2.7b.yaml").items() if key != "path"}
         node = {"encoder": {"name": "eva_vit_g", "pretrained": False, "img_size": 224},
                 "bridge": _config("bridges/qformer_stage2.yaml"), "llm": {**llm, "tokenizer": tokenizer},
-                "losses": {"lm": 1.0}}
+                "losses": [{"name": "lm"}]}
     else:
         raise ValueError(f"unknown scale {scale!r}: one of {', '.join(SCALES)}")
     node["bridge"]["dropout"] = 0.0
@@ -87,7 +87,7 @@ def stage1_node(scale: str, tokenizer: str, precision: str) -> dict[str, Any]:
     bridge = (_config("bridges/qformer.yaml") if scale == "paper" else
               _config("bridges/qformer_tiny.yaml") if scale == "tiny" else dict(SMALL_QFORMER))
     bridge.update(text_branch=True, tokenizer=tokenizer, init_from=None)
-    return {"encoder": node["encoder"], "bridge": bridge, "losses": {"itc": 1.0, "itm": 1.0, "itg": 1.0}}
+    return {"encoder": node["encoder"], "bridge": bridge, "losses": [{"name": "blip2_stage1"}]}
 
 
 def build_model(node: dict[str, Any], device: str, seed: int = 0) -> Any:

@@ -123,11 +123,11 @@ def arm_project(study: dict[str, Any], arm: str, pairs: int, seed: int, epochs: 
         stage["data"]["train"]["max_samples"] = pairs
         run["max_steps"] = max(1, math.ceil(epochs[stage["name"]] * pairs / run["batch_size"]))
         run["warmup_steps"] = run["max_steps"] // 10
+        model["losses"] = [o for o in model["losses"] if o["name"] != "pformer_alignment"]
         if arm.startswith("blip2"):
             model.pop("prompter", None)
-            model["losses"]["align"] = 0
         else:
-            model["losses"]["align"] = align[stage["name"]]
+            model["losses"].append({"name": "pformer_alignment", "weight": align[stage["name"]]})
     return project
 
 

@@ -21,16 +21,29 @@ from ..io.checkpoints import load_weights, resolve_checkpoint
 from ..io.run_dir import RunDir
 from ..io.run_paths import relocate
 
-PROMPTER_LOSSES = ("align", "reconstruction", "contrastive", "vocabulary")
-
-
 def without_prompter(node: dict[str, Any]) -> dict[str, Any]:
-    """The model node without its P-Former, and without the losses that need one."""
+    """The model node without its P-Former, and without the objectives that need one."""
+    from ..registry import registry
+
+    def needs_prompter(item: Any) -> bool:
+        return "prompter" in registry("objective").get(item if isinstance(item, str) else item["name"]).needs
+
     node = {k: v for k, v in node.items() if k != "prompter"}
-    losses = node.get("losses")
-    if isinstance(losses, dict):
-        node["losses"] = {k: v for k, v in losses.items() if k not in PROMPTER_LOSSES}
+    if isinstance(node.get("losses"), list):
+        node["losses"] = [item for item in node["losses"] if not needs_prompter(item)]
     return node
+
+
+def with_objectives(config: dict[str, Any]) -> dict[str, Any]:
+    """A stage config whose ``model.losses`` is a mapping of loss weights, as runs written before objectives
+    have it, with that mapping as the list of objectives it means (see
+    :func:`vlreg.models.assembly.objectives_from_weights`)."""
+    from ..models.assembly import objectives_from_weights
+
+    model = config.get("model")
+    if isinstance(model, dict) and isinstance(model.get("losses"), dict):
+        config = {**config, "model": {**model, "losses": objectives_from_weights(model["losses"])}}
+    return config
 
 
 def read_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -39,7 +52,7 @@ def read_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> d
     from ..config import load_config, to_plain
 
     run = RunDir.holding(resolve_checkpoint(path))
-    return relocate(to_plain(load_config(run.config, overrides)), run.path)
+    return relocate(with_objectives(to_plain(load_config(run.config, overrides))), run.path)
 
 
 def load_run(path: str | os.PathLike, prompter: Optional[bool] = None, precision: Optional[str] = None,

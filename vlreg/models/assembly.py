@@ -1,15 +1,19 @@
 """Encoder + bridge + LLM (+ prompter): one model class for every stage.
 
-The paper's stages are choices of components and loss weights, not code paths:
+The paper's stages are choices of components and objectives (``losses``), not code paths:
 
-======================  ==============================  ==================================
-stage                   components                      losses
-======================  ==============================  ==================================
-0  P-Former             prompter (trainable) + llm      reconstruction, contrastive, vocabulary
-1  representation       encoder + Q-Former (+ prompter) itc, itm, itg (+ align, paper: 10)
-2  generative           encoder + bridge + llm (+ p.)   lm (+ align, paper: 100)
+======================  ==============================  =============================================
+stage                   components                      objectives (:mod:`vlreg.objectives`)
+======================  ==============================  =============================================
+0  P-Former             prompter (trainable) + llm      pformer_stage0
+1  representation       encoder + Q-Former (+ prompter) blip2_stage1 (+ pformer_alignment, paper: 10)
+2  generative           encoder + bridge + llm (+ p.)   lm (+ pformer_alignment, paper: 100)
 fine-tune / evaluate    encoder + bridge + llm          lm; generate, predict_answers, retrieval
-======================  ==============================  ==================================
+======================  ==============================  =============================================
+
+The model's parts keep their contracts (encoder -> Features, bridge -> Prompts, prompter ->
+Prompts, llm -> loss, text, scores); ``forward`` hands each batch to the objectives, which
+compute named losses from the parts.
 
 A batch (``samples``) is a dict: one media key, ``image`` ``[B,3,H,W]``, ``video``
 ``[B,T,3,H,W]`` or ``features`` ``[B,N,D]`` (with ``features_mask`` ``[B,N]``), or
@@ -20,51 +24,19 @@ part, from the frozen-feature cache); ``text_input`` (list of str); optional ``t
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..build import build, call, check_args, component
-from ..errors import ConfigError, UserError
-from .base import Bridge, Encoder, Features, LanguageModel, Prompter, Prompts
+from ..build import build, call, check_args, component, parameters
+from ..errors import ConfigError, InputError
+from ..registry import registry
+from .base import Features, Prompts
+from .step import Step, id_tensor  # noqa: F401  (id_tensor: the batch's image ids, re-exported)
 
 MEDIA_KEYS = {"image": "image", "video": "video", "features": "features"}
-
-
-@dataclass
-class LossWeights:
-    """Weights of the named losses; a loss with weight 0 is not computed."""
-
-    itc: float = 0.0
-    itm: float = 0.0
-    itg: float = 0.0
-    lm: float = 0.0
-    align: float = 0.0
-    reconstruction: float = 0.0
-    contrastive: float = 0.0
-    vocabulary: float = 0.0
-
-    def active(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if v}
-
-
-def id_tensor(ids: Any, device: torch.device | None = None) -> Optional[Tensor]:
-    """Media ids (ints or strings such as ``"coco_9"``) as a ``[B]`` int64 tensor.
-
-    Strings are hashed with CRC-32, the same on every rank, so ids gathered from
-    several ranks compare equal exactly when they name the same media.
-    """
-    if ids is None or isinstance(ids, Tensor):
-        return ids if ids is None or device is None else ids.to(device)
-    values = [i if isinstance(i, int) else zlib.crc32(str(i).encode()) for i in ids]
-    return torch.tensor(values, dtype=torch.long, device=device)
-
-
-STAGE1 = ("itc", "itm", "itg")
-STAGE0 = ("reconstruction", "contrastive", "vocabulary")
+PARTS = ("encoder", "bridge", "prompter", "llm")
 
 
 class VisionLanguageModel(nn.Module):
@@ -75,7 +47,11 @@ class VisionLanguageModel(nn.Module):
         bridge: visual tokens -> prompts in the LLM's embedding space (Q-Former, projectors, Perceiver).
         llm: the frozen language model (decoder-only or encoder-decoder).
         prompter: a P-Former: trained alone in stage 0; a frozen alignment target in stages 1 and 2.
-        losses: the weight of each loss (see :class:`LossWeights`).
+        losses: the objectives it trains, each a node ``{name: <objective>, <its weights>}``
+            (``[{name: blip2_stage1}, {name: pformer_alignment, weight: 10}]``; ``vlreg list objective``).
+            They run in the order listed, except that those whose own pass makes the bridge's
+            prompts (``blip2_stage1``) run first, so that the others reuse them. None or empty: a
+            model for inference, which ``forward`` refuses.
 
     A fixed text prompt for captioning (``"a photo of"``) is the LLM's ``prompt`` argument.
 
@@ -92,12 +68,17 @@ class VisionLanguageModel(nn.Module):
         bridge: Optional[component("bridge")] = None,
         llm: Optional[component("llm")] = None,
         prompter: Optional[component("prompter")] = None,
-        losses: LossWeights = LossWeights(),
+        losses: Optional[list[component("objective")]] = None,
     ):
         super().__init__()
         self.encoder, self.bridge, self.llm, self.prompter = encoder, bridge, llm, prompter
-        self.weights = losses
-        self._check_losses()
+        objectives = list(losses or [])
+        for objective in objectives:
+            if not (isinstance(objective, nn.Module) and hasattr(objective, "needs") and hasattr(objective, "active")):
+                raise TypeError(f"losses: expected objectives (vlreg.objectives.Objective), got {objective!r}")
+        self.objectives = nn.ModuleList(sorted(objectives, key=lambda o: not o.offers_prompts))
+        self._check_widths()
+        self._check_objectives()
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -111,7 +92,7 @@ class VisionLanguageModel(nn.Module):
         from ..config import to_plain
 
         node = dict(to_plain(node) or {})
-        check_args(cls, node, where, "model")
+        cls.check_node(node, where)
         encoder = build("encoder", node["encoder"], f"{where}.encoder") if node.get("encoder") else None
         llm = build("llm", node["llm"], f"{where}.llm") if node.get("llm") else None
         llm_width = llm.width if llm is not None else None
@@ -135,8 +116,28 @@ class VisionLanguageModel(nn.Module):
         return call(cls, rest, where, "model", defaults={"encoder": encoder, "bridge": bridge, "llm": llm,
                                                           "prompter": prompter})
 
-    def _check_losses(self) -> None:
-        """The shape contract between neighbours, and that each active loss has its parts."""
+    @classmethod
+    def check_node(cls, node: Any, where: str = "model") -> None:
+        """Check a ``model:`` node without building anything: its keys, every component and objective
+        node, and that each objective has the parts it ``needs`` (a one-line ConfigError)."""
+        from ..config import to_plain
+
+        node = dict(to_plain(node) or {})
+        losses = node.get("losses")
+        if isinstance(losses, Mapping):
+            raise ConfigError(f"{where}.losses: a list of objective nodes, not a mapping of loss weights; for these "
+                              f"weights: losses: {flow(objectives_from_weights(losses))} (vlreg list -l objective)")
+        check_args(cls, node, where, "model")
+        present = {part for part in PARTS if node.get(part)}
+        for i, item in enumerate(losses or []):
+            objective = build("objective", item, f"{where}.losses[{i}]")  # no weights, no parts: cheap
+            missing = [part for part in objective.needs if part not in present]
+            if missing and objective.active():
+                raise ConfigError(f"{where}.losses[{i}]: objective {objective_name(objective)!r} needs a model "
+                                  f"{' and '.join(missing)}")
+
+    def _check_widths(self) -> None:
+        """The shape contract between neighbours."""
         enc, bridge, llm, prompter = self.encoder, self.bridge, self.llm, self.prompter
 
         def mismatch(a: str, a_size: Any, b: str, b_size: Any) -> ConfigError:
@@ -151,27 +152,25 @@ class VisionLanguageModel(nn.Module):
         if prompter is not None and llm is not None and prompter.llm_width != llm.width:
             raise mismatch(f"prompter {type(prompter).__name__} (llm_width)", prompter.llm_width,
                            f"llm {type(llm).__name__} (width)", llm.width)
-        active = self.weights.active()
-        needs = {
-            "itc": ("encoder", "bridge"), "itm": ("encoder", "bridge"), "itg": ("encoder", "bridge"),
-            "lm": ("encoder", "bridge", "llm"), "align": ("encoder", "bridge", "prompter"),
-            "reconstruction": ("prompter", "llm"), "contrastive": ("prompter",), "vocabulary": ("prompter", "llm"),
-        }
-        for loss in active:
-            missing = [part for part in needs[loss] if getattr(self, part) is None]
-            if missing:
-                raise ConfigError(f"loss {loss!r} needs a model {' and '.join(missing)}")
-        if any(k in active for k in STAGE1) and not getattr(bridge, "text_branch", False):
-            raise ConfigError(f"losses itc/itm/itg need a Q-Former bridge with its text branch; "
-                              f"{type(bridge).__name__} has none")
-        if "align" in active:
-            if bridge is not None and getattr(bridge, "num_queries", None) not in (None, prompter.num_prompts):
-                raise ConfigError(
-                    f"alignment compares {bridge.num_queries} bridge prompts with {prompter.num_prompts} P-Former "
-                    "prompts: set the bridge's num_queries to the prompter's num_prompts"
-                )
-            if prompter is not None and not prompter.frozen:
-                raise ConfigError("the P-Former used as alignment target must be frozen (prompter.frozen: true)")
+
+    def _check_objectives(self) -> None:
+        """Each objective has its parts and they fit it; no two objectives name a loss alike."""
+        present = set(self.components())
+        produced: dict[str, str] = {}
+        for objective in self.objectives:
+            label = f"objective {objective_name(objective)!r}"
+            missing = [part for part in objective.needs if part not in present]
+            if missing and objective.active():
+                raise ConfigError(f"{label} needs a model {' and '.join(missing)}")
+            if not missing:
+                objective.check(self)
+            for loss in objective.loss_names:
+                if loss in produced:
+                    raise ConfigError(f"{label} and objective {produced[loss]!r} both compute a loss {loss!r}; "
+                                      "list each objective once")
+                produced[loss] = objective_name(objective)
+        if self.objectives and not any(objective.active() for objective in self.objectives):
+            raise ConfigError("losses: every weight of every objective is 0, so nothing would train")
 
     # -- pieces ---------------------------------------------------------------
     def visual_tokens(self, samples: dict[str, Any]) -> Features:
@@ -181,14 +180,14 @@ class VisionLanguageModel(nn.Module):
             cached = cached if isinstance(cached, Features) else Features(cached, samples.get("visual_mask"))
             return self.encoder.from_frozen(cached) if self.encoder is not None else cached
         if self.encoder is None:
-            raise ConfigError("this model has no encoder")
+            raise InputError("this model has no encoder: it takes no media")
         present = [k for k in MEDIA_KEYS if k in samples]
         if not present:
-            raise UserError(f"the batch has no media: expected one of {', '.join(MEDIA_KEYS)}; got keys {sorted(samples)}")
+            raise InputError(f"the batch has no media: expected one of {', '.join(MEDIA_KEYS)}; got keys {sorted(samples)}")
         key = present[0]
         expected = self.encoder.modality
         if key != expected:
-            raise UserError(
+            raise InputError(
                 f"{type(self.encoder).__name__} is a{'n' if expected[0] in 'aeiou' else ''} {expected} encoder "
                 f"but the batch holds {key!r} of shape {tuple(samples[key].shape)}"
             )
@@ -198,38 +197,35 @@ class VisionLanguageModel(nn.Module):
         """The bridge's soft prompts for visual tokens: ``Prompts [B,Q,Dllm]``."""
         return self.bridge(features)
 
-    def _alignment_targets(self, texts: Sequence[str]) -> Prompts:
-        with torch.no_grad():
-            return self.prompter(texts)
-
     # -- training -------------------------------------------------------------
     def forward(self, samples: dict[str, Any]) -> dict[str, Tensor]:
-        """Every active loss by name, and ``loss``: their weighted sum (a scalar)."""
-        from .losses import alignment_loss
+        """Every objective's losses by name (scalars), and ``loss``: their weighted sum.
 
-        active = self.weights.active()
-        texts = samples["text_input"]
+        A loss of weight 0 is not computed (an objective of weights 0 needs neither its parts nor
+        its batch keys). A batch without a key an objective reads (``batch_keys``) is an
+        InputError, raised before any objective runs.
+        """
+        if not self.objectives:
+            raise ConfigError("the model trains no objective: list them under model.losses, e.g. [{name: lm}] "
+                              "(vlreg list -l objective)")
+        for objective in filter(lambda o: o.active(), self.objectives):
+            for key in objective.batch_keys:
+                found = any(k in samples for k in (*MEDIA_KEYS, "visual_tokens")) if key == "media" else key in samples
+                if not found:
+                    what = f"the batch's media ({', '.join(MEDIA_KEYS)})" if key == "media" else f"batch key {key!r}"
+                    raise InputError(f"objective {objective_name(objective)!r} reads {what}; the batch holds "
+                                     f"{sorted(samples)}")
+        step = Step(self, samples)
         losses: dict[str, Tensor] = {}
-        prompts: Prompts | None = None
-        if any(k in active for k in STAGE0):
-            losses.update(self.prompter.pretrain_losses(texts, self.llm, {k: active.get(k, 0.0) for k in STAGE0}))
-        if any(k in active for k in (*STAGE1, "lm", "align")):
-            features = self.visual_tokens(samples)
-            if any(k in active for k in STAGE1):
-                image_ids = id_tensor(samples.get("image_id"), features.tokens.device)
-                out = self.bridge.stage1_losses(features, texts, image_ids, {k: active.get(k, 0.0) for k in STAGE1})
-                losses.update(out.losses)
-                if "align" in active:
-                    prompts = self.bridge.project(out.query_states)
-            if prompts is None and ("lm" in active or "align" in active):
-                prompts = self.prompts(features)
-            if "lm" in active:
-                losses["lm"] = self.llm.loss(prompts, texts, samples.get("text_output"))
-            if "align" in active:
-                targets = self._alignment_targets(texts)
-                losses["align"] = alignment_loss(prompts.embeds, targets.embeds.to(prompts.embeds.dtype))
-        total = sum(active[k] * v for k, v in losses.items() if k in active)
-        return {**losses, "loss": total}
+        weighted = []
+        for objective in self.objectives:
+            active = objective.active()
+            if not active:
+                continue
+            for name, value in objective(step).items():
+                losses[name] = value
+                weighted.append(active[name] * value)
+        return {**losses, "loss": sum(weighted)}
 
     # -- inference ------------------------------------------------------------
     def preprocess(self, image: Any = None, video: Any = None, features: Any = None) -> dict[str, Any]:
@@ -245,20 +241,20 @@ class VisionLanguageModel(nn.Module):
 
         given = {k: v for k, v in (("image", image), ("video", video), ("features", features)) if v is not None}
         if len(given) != 1:
-            raise UserError(f"preprocess takes one of image=, video= or features=; got {', '.join(given) or 'none'}")
+            raise TypeError(f"preprocess takes one of image=, video= or features=; got {', '.join(given) or 'none'}")
         (modality, sources), = given.items()
         if self.eval_processor is None:
-            raise UserError("the model has no eval_processor (a processor node such as {name: image_eval, "
+            raise ValueError("the model has no eval_processor (a processor node such as {name: image_eval, "
                             "image_size: 224}) to prepare media with: set model.eval_processor")
         processor = build("processor", self.eval_processor, "eval_processor")
         if processor.modality != modality:
-            raise UserError(f"this model reads {processor.modality} (eval_processor {self.eval_processor['name']}); "
+            raise InputError(f"this model reads {processor.modality} (eval_processor {self.eval_processor['name']}); "
                             f"got {modality}=")
         sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         try:
             items = [processor.fields(source) for source in sources]
         except BadMedia as exc:
-            raise UserError(f"cannot read {modality}: {exc}") from None
+            raise InputError(f"cannot read {modality}: {exc}") from None
         device = next(self.parameters()).device
         return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
 
@@ -284,13 +280,50 @@ class VisionLanguageModel(nn.Module):
             return self.llm.generate(prompts, questions, **generation_kwargs)
         if method == "rank":
             if not answer_list:
-                raise UserError("predict_answers(method='rank') needs an answer_list")
+                raise ValueError("predict_answers(method='rank') needs an answer_list")
             scores = self.llm.score(prompts, questions, list(answer_list))
             return [answer_list[i] for i in scores.argmax(dim=1).tolist()]
-        raise UserError(f"predict_answers: method must be 'generate' or 'rank', got {method!r}")
+        raise ValueError(f"predict_answers: method must be 'generate' or 'rank', got {method!r}")
 
     # -- bookkeeping ----------------------------------------------------------
     def components(self) -> dict[str, nn.Module]:
         """The parts that are present, by role."""
         parts = {"encoder": self.encoder, "bridge": self.bridge, "prompter": self.prompter, "llm": self.llm}
         return {k: v for k, v in parts.items() if v is not None}
+
+
+def objective_name(objective: nn.Module) -> str:
+    """The name an objective is registered under (its class name if it is not registered)."""
+    return registry("objective").name_of(type(objective)) or type(objective).__name__
+
+
+def objectives_from_weights(weights: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The objective list of a mapping of loss weights (``{itc: 1, itm: 1, itg: 1, align: 10}``), the
+    ``losses:`` format of runs written before objectives: for each registered objective that computes
+    one of the losses with a weight other than 0, a node with its weights (a loss it computes that the
+    mapping does not name gets 0; an objective's single weight is ``weight``)."""
+    nodes, claimed = [], set()
+    objectives = registry("objective")
+    for name in objectives.names():
+        target = objectives.get(name)
+        own = {loss: float(weights.get(loss, 0.0)) for loss in target.loss_names}
+        if not any(own.values()):
+            continue
+        claimed.update(own)
+        keys = parameters(target)[0]
+        node: dict[str, Any] = {"name": name}
+        for loss, weight in own.items():
+            node[loss if loss in keys else "weight"] = weight
+        nodes.append(node)
+    unknown = sorted(k for k, v in weights.items() if v and k not in claimed)
+    if unknown:
+        raise ConfigError(f"losses: no objective computes {', '.join(unknown)}")
+    return nodes
+
+
+def flow(nodes: Sequence[Mapping[str, Any]]) -> str:
+    """Nodes in YAML flow style: ``[{name: lm}, {name: pformer_alignment, weight: 100}]``."""
+    def value(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return "[" + ", ".join("{" + ", ".join(f"{k}: {value(v)}" for k, v in n.items()) + "}" for n in nodes) + "]"

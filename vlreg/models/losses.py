@@ -4,7 +4,10 @@
   negatives from every rank;
 - :func:`sample_hard_negatives` and :func:`itm_loss`: image-text matching with hard negatives
   drawn in proportion to the contrastive similarities;
-- :func:`alignment_loss`: mean squared distance between a bridge's prompts and P-Former's.
+- :func:`alignment_loss`: mean squared distance between a bridge's prompts and P-Former's;
+- :func:`vocabulary_loss`: mean squared distance of prompts to their nearest token embeddings (P-Former stage 0).
+
+The objectives (:mod:`vlreg.objectives`) decide when each runs.
 
 Without a process group every collective is a no-op, so one process runs the same code.
 """
@@ -148,3 +151,27 @@ def alignment_loss(prompts: Tensor, targets: Tensor, mask: Optional[Tensor] = No
     per_position = (prompts - targets).pow(2).mean(dim=-1)
     mask = mask.to(per_position.dtype)
     return (per_position * mask).sum() / mask.sum().clamp(min=1)
+
+
+def vocabulary_loss(prompts: Tensor, embeddings: Tensor, chunk: int = 1024) -> Tensor:
+    """Mean squared distance of each prompt vector to its nearest token embedding (by L2).
+
+    ``prompts`` ``[B, Q, D]``; ``embeddings`` ``[V, D]`` (the LLM's input embeddings, detached:
+    only the prompts move). Keeps the prompts near the LLM's vocabulary. A scalar.
+    """
+    flat = prompts.reshape(-1, prompts.shape[-1])
+    nearest = embeddings.detach()[nearest_rows(flat, embeddings, chunk)]
+    return F.mse_loss(flat.float(), nearest.float())
+
+
+@torch.no_grad()
+def nearest_rows(vectors: Tensor, table: Tensor, chunk: int = 1024) -> Tensor:
+    """For each row of ``vectors`` ``[N, D]``, the index of the nearest row of ``table`` ``[V, D]`` by L2: ``[N]`` long.
+
+    Computed in float32, ``chunk`` rows at a time (a ``[chunk, V]`` distance block).
+    """
+    with torch.autocast(vectors.device.type, enabled=False):
+        table = table.detach().float()
+        squared = table.pow(2).sum(-1)
+        return torch.cat([(squared[None] - 2 * part.float() @ table.T).argmin(-1)
+                          for part in vectors.detach().split(chunk)])

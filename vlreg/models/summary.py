@@ -66,6 +66,19 @@ def summarise(model: torch.nn.Module, names: dict[str, str], batch_size: int = 2
     return rows
 
 
+def objectives_line(model: torch.nn.Module) -> str | None:
+    """``objectives: blip2_stage1 (itc 1, itm 1, itg 1), pformer_alignment (align 10)``: what the model
+    trains, with the weight of each loss it computes; None for a model without objectives."""
+    from .assembly import objective_name
+
+    objectives = getattr(model, "objectives", None)
+    if not objectives:
+        return None
+    parts = [f"{objective_name(o)} ({', '.join(f'{k} {v:g}' for k, v in o.active().items()) or 'off'})"
+             for o in objectives]
+    return "objectives: " + ", ".join(parts)
+
+
 def format_rows(rows: list[Row]) -> str:
     """A plain-text table of the rows."""
     header = ("component", "name", "output", "parameters", "trainable")

@@ -15,7 +15,7 @@ trains and returns the results it also writes to ``results.json``.
 The model is an ``nn.Module`` whose frozen parts have ``requires_grad=False``;
 only its trainable parameters reach the optimizer.
 
-The task object provides:
+The task is a :class:`vlreg.tasks.base.Task` (a subclass; anything else is a TypeError). It provides:
 
 - ``train_step(model, batch) -> dict[str, Tensor]``: must contain ``"loss"`` (a
   scalar); every other tensor is averaged and logged. The runner calls it inside
@@ -28,13 +28,14 @@ The task object provides:
   dataset order, each once), ``autocast()``, ``to_device(batch)``, ``device``,
   ``rank``, ``world_size``, ``is_main``, ``step``, ``epoch``. Called under
   ``torch.no_grad()`` with the model in eval mode; every rank must call it.
-- ``collate`` (optional): collates a list of samples into a batch; default
-  ``torch.utils.data.default_collate`` (tensors stacked, strings listed).
-- ``parameter_groups(model)`` (optional): overrides the AdamW groups (a list of
-  dicts with ``params`` and optionally ``weight_decay``, ``lr_scale``, ``name``).
-- ``counters()`` (optional, also on datasets): ``{name: count}`` summed over
-  ranks into ``results.json["counters"]``. With worker processes a dataset's own
-  counts stay in the workers: pass them through batches.
+- ``collate(items)``: collates a list of samples into a batch; the base class's is
+  :func:`vlreg.data.collate.collate` (tensors stacked, the rest listed, bad media set aside).
+- ``parameter_groups(model)``: the AdamW groups (a list of dicts with ``params`` and
+  optionally ``weight_decay``, ``lr_scale``, ``name``), or None (the base class's) for the
+  runner's own.
+- ``counters()`` (also on datasets, where it is optional): ``{name: count}`` summed over
+  ranks into ``results.json["counters"]``; the base class's is empty. With worker processes
+  a dataset's own counts stay in the workers: pass them through batches.
 
 Datasets are map-style (``__len__``, ``__getitem__``) or ``IterableDataset``;
 samples collate into dict batches. A training set with ``bad_media_report()``

@@ -30,6 +30,7 @@ from .. import distributed as collectives
 from ..device import cpu_threads, resolve_precision
 from ..errors import ConfigError, UserError
 from ..registry import register
+from ..tasks.base import Task
 from ..io.checkpoints import read_manifest, resolve_checkpoint, step_checkpoints, verify_checkpoint
 from ..io.files import write_json_atomically
 from ..io.run_dir import RunDir
@@ -95,12 +96,14 @@ class Trainer:
         self.config = config
 
     # -- the run ------------------------------------------------------------------
-    def fit(self, model: nn.Module, task: Any, train_dataset: Any, eval_dataset: Any = None) -> dict[str, Any]:
+    def fit(self, model: nn.Module, task: Task, train_dataset: Any, eval_dataset: Any = None) -> dict[str, Any]:
         """Train ``model`` on ``train_dataset`` with ``task``; evaluate on ``eval_dataset``.
 
         Without a training set (``None``) the model is only evaluated: no optimizer,
         no checkpoint. Returns the results also written to ``<output_dir>/results.json`` (see :class:`~vlreg.io.run_dir.RunDir`).
         """
+        if not isinstance(task, Task):
+            raise TypeError(f"Trainer.fit: the task must be a vlreg.tasks.base.Task, got {type(task).__name__}")
         cfg = self.config
         self.started = time.perf_counter()
         env = self.env = setup_distributed()
@@ -165,13 +168,13 @@ class Trainer:
         resume_from = self._resume_path()
         state = self.checkpoints.load(resume_from, model) if resume_from is not None else None
         self.wrapped = wrap(TaskStep(model, task).train(), cfg.distributed, env, cfg.find_unused_parameters)
-        groups = task.parameter_groups(model) if hasattr(task, "parameter_groups") else None
+        groups = task.parameter_groups(model)
         groups = complete_groups(groups, cfg.weight_decay) if groups is not None else parameter_groups(
             model, cfg.weight_decay, cfg.layer_decay)
         self.optimizer = build_optimizer(groups, cfg.lr, cfg.betas, cfg.eps)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.stream = TrainStream(train_dataset, micro_batch, cfg.accum_steps, env.world_size, env.rank, cfg.seed,
-                                  cfg.num_workers, getattr(task, "collate", None), pin_memory=env.device.type == "cuda")
+                                  cfg.num_workers, task.collate, pin_memory=env.device.type == "cuda")
         self.total_steps = self._total_steps()
         self.schedule = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_steps, cfg.warmup_start_lr,
                                      cfg.min_lr)
@@ -332,7 +335,7 @@ class Trainer:
         context = EvalContext(self.output_dir, self.step, int(self._epoch()), env, self.precision,
                               cfg.eval_batch_size or max(1, cfg.batch_size // (env.world_size * cfg.accum_steps)),
                               cfg.num_workers,
-                              getattr(self.task, "collate", None))
+                              self.task.collate)
         self.model.eval()
         try:
             with preserved_rng(), torch.no_grad(), gathered_parameters(self.wrapped):

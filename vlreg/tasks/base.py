@@ -1,38 +1,73 @@
-"""The task protocol the runner drives, and what every task shares."""
+"""The task protocol the runner and the pipeline drive, and what every task shares."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..data.collate import collate
 from ..data.media import BAD_KEY, BadMediaReport, log
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..registry import registry
 
 
 class Task:
-    """Base of every task: build the model, one training step, batching, counters.
+    """Base of every task: what a training step and an evaluation mean.
 
-    Subclasses implement :meth:`evaluate` and may override :meth:`build_model`.
+    The runner and the pipeline call every method below; a subclass implements :meth:`evaluate`
+    and overrides the hooks it needs, each of which has a default:
+
+    ==================  =====================================================================
+    hook                default
+    ==================  =====================================================================
+    objectives          none: the ``model.losses`` of the stage are what it trains
+    build_model         the :class:`VisionLanguageModel` of the ``model:`` node
+    validate_model      checks that node (every component and objective) without building
+    train_step          the model's named losses for a batch (``loss`` is minimised)
+    collate             :func:`vlreg.data.collate.collate` (tensors stacked, bad media set aside)
+    parameter_groups    None: the runner's (no weight decay on norms, biases, embeddings)
+    metric_names        None: the evaluation's metrics are not declared in advance
+    counters            ``{}``: no counts of its own in ``results.json``
+    export              None: the stage exports nothing
+    ==================  =====================================================================
     """
+
+    objectives: ClassVar[tuple[Mapping[str, Any], ...]] = ()
+    """The objectives that define the task: a model node without ``losses`` trains these, and one with
+    ``losses`` must list each of them (by name, with the weights it chooses)."""
 
     def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
         """The stage's model from its ``model:`` node (a :class:`VisionLanguageModel`)."""
         from ..models.assembly import VisionLanguageModel
 
-        return VisionLanguageModel.from_config(node or {}, "model")
+        self.validate_model(node, "model")
+        return VisionLanguageModel.from_config(self.model_node(node), "model")
+
+    @classmethod
+    def model_node(cls, node: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+        """The ``model:`` node with the task's :attr:`objectives` where it lists no ``losses``."""
+        node = dict(node or {})
+        if cls.objectives and not node.get("losses"):
+            node["losses"] = [dict(objective) for objective in cls.objectives]
+        return node
 
     @classmethod
     def validate_model(cls, node: Optional[Mapping[str, Any]], where: str) -> None:
-        """Check the ``model:`` node (every nested component) without building anything."""
-        from ..build import check_args
+        """Check the ``model:`` node (every nested component and objective) without building anything."""
         from ..models.assembly import VisionLanguageModel
 
-        check_args(VisionLanguageModel, node or {}, where, "model")
+        node = cls.model_node(node)
+        VisionLanguageModel.check_node(node, where)
+        listed = {item if isinstance(item, str) else item.get("name") for item in node.get("losses") or []}
+        absent = [objective["name"] for objective in cls.objectives if objective["name"] not in listed]
+        if absent:
+            task = registry("task").name_of(cls) or cls.__name__
+            raise ConfigError(f"{where}.losses: task {task!r} trains the objective {' and '.join(map(repr, absent))}; "
+                              "list it among the losses, or leave losses out for its defaults")
 
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Named losses for one batch; ``loss`` is what is minimised."""
@@ -41,7 +76,12 @@ class Task:
         return model(batch)
 
     def collate(self, items: list[Any]) -> dict[str, Any]:
+        """A batch of dataset items (see :mod:`vlreg.data.collate`)."""
         return collate(items)
+
+    def parameter_groups(self, model: nn.Module) -> Optional[list[dict[str, Any]]]:
+        """The optimizer's parameter groups (``[{"params": [...], "weight_decay": ...}]``), or None for the runner's."""
+        return None
 
     def evaluate(self, model: nn.Module, dataset: Any, context: Any) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} does not evaluate")
@@ -49,6 +89,15 @@ class Task:
     def metric_names(self) -> Optional[list[str]]:
         """The names of the metrics :meth:`evaluate` returns, which ``run.best_metric`` must be one of
         (checked before a run starts); None where a task does not declare them."""
+        return None
+
+    def counters(self) -> dict[str, int]:
+        """``{name: count}`` the runner sums over ranks into ``results.json["counters"]``."""
+        return {}
+
+    def export(self, model: nn.Module, output_dir: str | Path) -> Optional[Path]:
+        """Write what later stages load (a trained LLM, encoder weights) under ``output_dir`` after training;
+        returns its path, or None when the task exports nothing."""
         return None
 
     @staticmethod

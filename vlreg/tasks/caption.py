@@ -66,9 +66,11 @@ class CaptionTask(Task):
 
 @register("task", "pretrain_stage2")
 class Stage2Pretraining(CaptionTask):
-    """BLIP-2 stage 2: generative learning through the frozen LLM, evaluated by captioning.
+    """BLIP-2 stage 2: generative learning through the frozen LLM (objective ``lm``), evaluated by captioning.
 
-    The model's ``losses`` choose LM (decoder-only) or prefix-LM (encoder-decoder, when
-    samples have no ``text_output``), plus P-Former alignment when its weight is set.
-    Arguments as for ``caption``.
+    The model's ``losses`` must list ``lm`` (LM for a decoder-only LLM, prefix LM for an
+    encoder-decoder), and may add others (``pformer_alignment``); without ``losses`` it trains
+    ``[{name: lm}]``. Arguments as for ``caption``.
     """
+
+    objectives = ({"name": "lm"},)

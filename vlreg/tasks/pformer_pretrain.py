@@ -1,8 +1,8 @@
 """Stage 0 of P-Former: learn prompts from text alone, evaluated by reconstruction from the prompts.
 
 The model is a :class:`~vlreg.models.assembly.VisionLanguageModel` with a trainable
-``prompter`` and a frozen ``llm``, trained on sentences with the losses
-``reconstruction``, ``contrastive`` and ``vocabulary`` (the paper's weights, 1 each, when
+``prompter`` and a frozen ``llm``, trained on sentences with the objective ``pformer_stage0``
+(losses ``reconstruction``, ``contrastive`` and ``vocabulary``; the paper's weights, 1 each, when
 the model node sets no ``losses``). Training is the base task's step.
 
 Evaluation on held-out sentences (a sentence corpus, split ``val``):
@@ -20,46 +20,30 @@ The reconstructions are written as ``predictions/reconstruction_step<N>.json``
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Optional, Sequence
-
-from torch import nn
+from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
 from ..registry import register
 from .base import Task
 from .lm_pretrain import summed_nll, text_batches
 
-PAPER_LOSSES = {"reconstruction": 1.0, "contrastive": 1.0, "vocabulary": 1.0}
-
-
 @register("task", "pformer_pretrain")
 class PFormerPretraining(Task):
     """P-Former stage 0: prompter + frozen LLM on sentences; evaluated by reconstruction from prompts alone.
 
-    The ``model:`` node needs a ``prompter`` and an ``llm``; without ``losses`` it gets the
-    paper's ``{reconstruction: 1, contrastive: 1, vocabulary: 1}``.
+    The ``model:`` node needs a ``prompter`` and an ``llm``; without ``losses`` it trains
+    ``[{name: pformer_stage0}]`` (the paper's weights, 1 each).
 
     Args:
         max_new_tokens: the most tokens decoded per sentence (default: the LLM's ``max_text_length``).
     """
 
+    objectives = ({"name": "pformer_stage0"},)
+
     def __init__(self, max_new_tokens: Optional[int] = None):
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ConfigError(f"pformer_pretrain: max_new_tokens must be at least 1, got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
-
-    def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
-        from ..models.assembly import VisionLanguageModel
-
-        self.validate_model(node, "model")
-        return VisionLanguageModel.from_config(with_paper_losses(node), "model")
-
-    @classmethod
-    def validate_model(cls, node: Optional[Mapping[str, Any]], where: str) -> None:
-        missing = [part for part in ("prompter", "llm") if not (node or {}).get(part)]
-        if missing:
-            raise ConfigError(f"{where}: pformer_pretrain needs a model {' and '.join(missing)}")
-        super().validate_model(with_paper_losses(node), where)
 
     def evaluate(self, model: Any, dataset: Any, context: Any) -> dict[str, float]:
         llm = model.llm
@@ -86,14 +70,6 @@ class PFormerPretraining(Task):
 
     def metric_names(self) -> list[str]:
         return ["reconstruction_loss", "token_accuracy", "exact_match", "unigram_token_accuracy", "sentences"]
-
-
-def with_paper_losses(node: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """The model node with the paper's stage-0 loss weights where it sets none."""
-    node = dict(node or {})
-    if not node.get("losses"):
-        node["losses"] = dict(PAPER_LOSSES)
-    return node
 
 
 def reference_tokens(llm: Any, texts: Sequence[str]) -> list[list[int]]:

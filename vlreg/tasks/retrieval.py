@@ -1,4 +1,4 @@
-"""Retrieval: train with the stage-1 losses; evaluate with ITC then ITM re-ranking of the top k.
+"""Retrieval: train with the model's objectives (BLIP-2: ``blip2_stage1``); evaluate with ITC then ITM re-ranking of the top k.
 
 Media are encoded once, sharded over ranks; every rank then holds all visual tokens
 and ITC embeddings and re-ranks its share of the rows (media for text retrieval,
@@ -98,5 +98,11 @@ def _assemble(rows: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
 
 @register("task", "pretrain_stage1")
 class Stage1Pretraining(RetrievalTask):
-    """BLIP-2 stage 1: ITC, ITM with hard negatives and ITG (plus optional P-Former alignment),
-    evaluated by retrieval. Arguments as for ``retrieval``."""
+    """BLIP-2 stage 1: representation learning (objective ``blip2_stage1``: ITC, ITM with hard negatives,
+    ITG), evaluated by retrieval.
+
+    The model's ``losses`` must list ``blip2_stage1`` and may add others (``pformer_alignment``);
+    without ``losses`` it trains ``[{name: blip2_stage1}]``. Arguments as for ``retrieval``.
+    """
+
+    objectives = ({"name": "blip2_stage1"},)

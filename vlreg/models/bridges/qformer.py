@@ -1,4 +1,4 @@
-"""BLIP-2's Querying Transformer: learned queries that read visual tokens, and its stage-1 losses.
+"""BLIP-2's Querying Transformer: learned queries that read visual tokens, and its stage-1 heads.
 
 ::
 
@@ -6,60 +6,39 @@
     query_tokens [1, Q, H] ──► Q-Former layers ──► query states [B, Q, H] ──► llm_proj ──► Prompts [B, Q, Dllm]
     text [B, T] (stage 1) ──┘ (shared self-attention, separate FFNs)
 
-Stage 1 (Li et al., 2023) trains the Q-Former with three objectives, each with its own
-self-attention mask over ``[queries; text]`` (:func:`joint_attention_mask`):
-
-- ITC, image-text contrastive (unimodal mask, run as a query pass and a text pass);
-- ITM, image-text matching with hard negatives (bidirectional mask);
-- ITG, image-grounded text generation (multimodal causal mask; the text attends to the
-  keys and values the query pass already computed, as LAVIS does with its cache).
-
-One query pass serves ITC, ITG and the prompts, and the images' cross-attention keys and
-values it makes serve ITM as well. ``text_branch: false`` builds the stage-2 Q-Former,
-without text embeddings, text feed-forwards or stage-1 heads.
+Stage 1 (Li et al., 2023) trains the Q-Former's text branch with ITC, ITM and ITG, each with its
+own self-attention mask over ``[queries; text]`` (:func:`joint_attention_mask`): the objective
+``blip2_stage1`` (:mod:`vlreg.objectives.blip2_stage1`) runs the heads defined here
+(``vision_proj``, ``text_proj``, ``itm_head``, ``lm_head``, ``temp``) through :meth:`QFormer.encode`,
+:meth:`~QFormer.text_embeds`, :meth:`~QFormer.itm_logits` and :meth:`~QFormer.itg_logits`; retrieval
+runs them too. ``text_branch: false`` builds the stage-2 Q-Former, without text embeddings, text
+feed-forwards or stage-1 heads.
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ... import distributed
 from ...errors import ConfigError, unpickling_failure
 from ...registry import register
 from ..base import Bridge, Features, Precision, Prompts, is_dry_build
-from ..losses import itc_loss, itm_loss, query_similarity, sample_hard_negatives
+from ..losses import query_similarity
 from .qformer_layers import KeyValue, LMHead, MaskMode, QFormerLayer, joint_attention_mask
 
-STAGE1_LOSSES = ("itc", "itm", "itg")
 TEMPERATURE_RANGE = (0.001, 0.5)
 _PER_TOKEN = ("word_embeddings.weight", "position_embeddings.weight", "lm_head.bias")  # a row per token or position
 Text = Union[Sequence[str], Tensor]
 
 
-@dataclass
-class Stage1Output:
-    """What :meth:`QFormer.stage1_losses` computed.
-
-    ``losses``: ``{"itc", "itm", "itg"}`` scalars (those with weight > 0); ``loss``: their
-    weighted sum; ``query_states``: ``[B, Q, H]`` from the one query pass (``QFormer.project``
-    turns them into prompts without running the vision path again).
-    """
-
-    loss: Tensor
-    losses: dict[str, Tensor]
-    query_states: Tensor
-
-
 @register("bridge", "qformer")
 class QFormer(Bridge):
-    """BLIP-2's Q-Former: learned queries cross-attend to visual tokens; stage-1 ITC, ITM and ITG.
+    """BLIP-2's Q-Former: learned queries cross-attend to visual tokens; heads for stage-1 ITC, ITM and ITG.
 
     Args:
         num_queries: learned query tokens ``Q``.
@@ -197,7 +176,7 @@ class QFormer(Bridge):
     def _need_text_branch(self, what: str) -> None:
         if not self.text_branch:
             raise ConfigError(f"qformer: {what} needs the text branch; this Q-Former has text_branch: false")
-        if self.tokenizer is None and what in ("tokenize", "stage1_losses"):
+        if self.tokenizer is None and what == "tokenize":
             raise ConfigError(f"qformer: {what} needs a tokenizer (none is loaded in a dry build)")
 
     # -- encoder --------------------------------------------------------------
@@ -329,87 +308,6 @@ class QFormer(Bridge):
         hidden, _ = self.encode(None, input_ids, mask, mode="causal", prefix=cache)
         return self.lm_head(hidden, self.word_embeddings.weight)
 
-    # -- stage 1 --------------------------------------------------------------
-    def stage1_losses(
-        self,
-        features: Features,
-        texts: Sequence[str],
-        image_ids: Optional[Tensor] = None,
-        weights: Optional[Mapping[str, float]] = None,
-    ) -> Stage1Output:
-        """BLIP-2's stage-1 losses for image ``b`` paired with ``texts[b]``.
-
-        Args:
-            features: visual tokens ``[B, N, Dv]`` (mask ``[B, N]`` optional).
-            texts: ``B`` captions.
-            image_ids: ``[B]`` optional; captions of the same image are positives for ITC and
-                never hard negatives for ITM.
-            weights: ``{"itc", "itm", "itg"}`` -> weight (default 1 each); a loss with weight 0
-                is not computed.
-
-        Negatives for ITC and ITM come from every rank. One query pass serves all three losses
-        and the returned ``query_states``; the texts are tokenised once. The temperature is
-        projected into [0.001, 0.5] in place first (as in LAVIS), so call backward before the
-        next call.
-        """
-        self._need_text_branch("stage1_losses")
-        weights = {name: 1.0 for name in STAGE1_LOSSES} | dict(weights or {})
-        unknown = set(weights) - set(STAGE1_LOSSES)
-        if unknown:
-            raise ConfigError(f"qformer: unknown stage-1 losses {sorted(unknown)}; known: {', '.join(STAGE1_LOSSES)}")
-        input_ids, text_mask = self.tokenize(texts)
-        keys = self.cross_keys(features)  # the images' keys and values, for the query pass and ITM
-        query_states, cache = self.encode(features, cross_keys=keys)
-        losses: dict[str, Tensor] = {}
-        if weights["itc"] > 0 or weights["itm"] > 0:  # ITM draws its hard negatives from ITC's similarities
-            with torch.no_grad():
-                self.temp.clamp_(*TEMPERATURE_RANGE)
-            image_feats = F.normalize(self.vision_proj(query_states), dim=-1)
-            text_feats = self.text_embeds(input_ids, text_mask)
-            loss, sim_i2t, sim_t2i = itc_loss(image_feats, text_feats, self.temp, image_ids)
-            if weights["itc"] > 0:
-                losses["itc"] = loss
-            if weights["itm"] > 0:
-                losses["itm"] = self._itm_loss(features, input_ids, text_mask, sim_i2t, sim_t2i, image_ids, keys)
-        if weights["itg"] > 0:
-            losses["itg"] = self._itg_loss(features, input_ids, text_mask, cache)
-        total = sum((weights[name] * value for name, value in losses.items()), query_states.new_zeros(()))
-        return Stage1Output(total, losses, query_states)
-
-    def _itm_loss(self, features: Features, input_ids: Tensor, text_mask: Tensor, sim_i2t: Tensor, sim_t2i: Tensor,
-                  image_ids: Optional[Tensor], keys: list[Optional[KeyValue]]) -> Tensor:
-        """Positives, each text with a hard-negative image, each image with a hard-negative text.
-
-        ``keys``: the query pass's :meth:`cross_keys` of this rank's images; in one process they are
-        all the images ITM reads, and are reused.
-        """
-        if distributed.world_size() > 1:  # ranks pad differently: pad all to one length before gathering
-            input_ids, text_mask = _pad(input_ids, text_mask, self.max_text_length, self.tokenizer.pad_token_id)
-        all_ids, all_text_mask = distributed.all_gather(input_ids), distributed.all_gather(text_mask)
-        all_tokens = distributed.all_gather(features.tokens, with_grad=True)
-        all_visual_mask = None if features.mask is None else distributed.all_gather(features.mask)
-        negative_text, negative_image = sample_hard_negatives(sim_i2t, sim_t2i, image_ids)
-        has_image, has_text = negative_image >= 0, negative_text >= 0
-        own = torch.arange(input_ids.shape[0], device=input_ids.device) + distributed.rank() * input_ids.shape[0]
-        # positives, each text with a negative image, each image with a negative text: rows of the
-        # gathered images, whose cross-attention keys and values are computed once per image
-        rows = torch.cat([own, negative_image[has_image], own[has_text]])
-        ids = torch.cat([input_ids, input_ids[has_image], all_ids[negative_text[has_text]]])
-        mask = torch.cat([text_mask, text_mask[has_image], all_text_mask[negative_text[has_text]]])
-        shared = keys if distributed.world_size() == 1 else None
-        logits = self.itm_logits(Features(all_tokens, all_visual_mask), ids, mask, visual_rows=rows, cross_keys=shared)
-        batch = input_ids.shape[0]
-        return itm_loss(logits[:batch], logits[batch:])
-
-    def _itg_loss(self, features: Features, input_ids: Tensor, text_mask: Tensor, cache: list[KeyValue]) -> Tensor:
-        """Caption the image: ``[DEC]`` replaces ``[CLS]``; cross-entropy with label smoothing 0.1."""
-        decoder_ids = input_ids.clone()
-        decoder_ids[:, 0] = self.tokenizer.bos_token_id
-        logits = self.itg_logits(features, decoder_ids, text_mask, cache)
-        labels = decoder_ids.masked_fill(~text_mask, -100)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
-                               label_smoothing=0.1)
-
 
 def _bert_tokenizer(source: Optional[str]):
     """A BERT-style tokenizer with ``[DEC]`` as bos (added when missing, as BLIP-2 does)."""
@@ -424,12 +322,6 @@ def _bert_tokenizer(source: Optional[str]):
     if tokenizer.cls_token is None or tokenizer.pad_token is None:
         raise ConfigError(f"qformer: tokenizer {source!r} is not BERT-style (needs [CLS] and [PAD] tokens)")
     return tokenizer
-
-
-def _pad(input_ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad ``[B, T]`` ids and mask to ``[B, length]``."""
-    extra = length - input_ids.shape[1]
-    return F.pad(input_ids, (0, extra), value=pad_id), F.pad(mask, (0, extra), value=False)
 
 
 def _init_bert_style(module: nn.Module) -> None:

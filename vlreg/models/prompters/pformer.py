@@ -7,16 +7,17 @@ Pre-training", NeurIPS 2023::
     [CLS] ──expand: Linear(H -> Q*H)──► [B, Q, H] ──prompt_mlp: Linear(H -> H), tanh, Linear(H -> Dllm)──► Prompts [B, Q, Dllm]
     [CLS] ──contrast_proj: Linear(H -> E)──► contrastive embedding [B, E]          (stage 0 only)
 
-Stage 0 (:meth:`PFormer.pretrain_losses`) trains it on sentences with a frozen LLM; in
-stages 1 and 2 it is frozen and its prompts for a caption are the target that a bridge's
-prompts for the paired image or video are pulled towards (the alignment loss). The
-number of prompts ``Q`` is independent of the text length.
+Stage 0 (the objective ``pformer_stage0``, :mod:`vlreg.objectives.pformer_stage0`) trains it on
+sentences with a frozen LLM, running its contrastive branch (:meth:`PFormer.contrastive_inputs`,
+:meth:`PFormer.contrastive_loss`); in stages 1 and 2 it is frozen and its prompts for a caption
+are the target that a bridge's prompts for the paired image or video are pulled towards (the
+objective ``pformer_alignment``). The number of prompts ``Q`` is independent of the text length.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +26,11 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...io.fingerprints import sha256_file, sha256_files
 from ...registry import register
-from ..base import LanguageModel, Precision, Prompter, Prompts, is_dry_build
+from ..base import Precision, Prompter, Prompts, is_dry_build
 from ..bridges.qformer import TEMPERATURE_RANGE, QFormer, _init_bert_style
 from ..bridges.qformer_layers import QFormerLayer
 from ..losses import itc_loss
 
-PRETRAIN_LOSSES = ("reconstruction", "contrastive", "vocabulary")
 ContrastiveViews = Literal["two_masks", "dropout", "single"]
 CHECKPOINT_PREFIX = "prompter."
 """The P-Former's module path in an assembled model: the prefix of its keys in a run's checkpoint."""
@@ -212,49 +212,13 @@ class PFormer(Prompter):
         input_ids, mask = self.tokenize(texts)
         return Prompts(self.prompts_from(self.encode(input_ids, mask)[:, 0]))
 
-    # -- stage 0 --------------------------------------------------------------------
-    def pretrain_losses(self, texts: Sequence[str], llm: LanguageModel,
-                        weights: Optional[Mapping[str, float]] = None) -> dict[str, Tensor]:
-        """Stage-0 losses of ``B`` sentences through the frozen ``llm``: those of ``weights`` above 0 (default: all).
-
-        - ``reconstruction``: ``llm.loss(prompts, texts)``: a decoder-only LLM reads
-          ``[prompts; bos]`` and is scored on the sentence and eos; an encoder-decoder reads
-          ``[prompts; a random word prefix]`` and is scored on the rest (see the adapters).
-        - ``contrastive``: on ``contrast_proj([CLS])`` of two views of each sentence (see
-          ``contrastive_views``), symmetric, label smoothing 0.1, negatives from every rank.
-        - ``vocabulary``: :func:`vocabulary_loss` of the prompts against the LLM's token embeddings.
-
-        All views go through the encoder as one batch. Returns scalars by name.
-        """
-        weights = {name: 1.0 for name in PRETRAIN_LOSSES} | dict(weights or {})
-        unknown = set(weights) - set(PRETRAIN_LOSSES)
-        if unknown:
-            raise ConfigError(f"pformer: unknown stage-0 losses {sorted(unknown)}; known: {', '.join(PRETRAIN_LOSSES)}")
-        input_ids, mask = self.tokenize(texts)
-        views = self.contrastive_inputs(input_ids, mask) if weights["contrastive"] > 0 else []
-        states = self.encode(torch.cat([input_ids, *views]), mask.repeat(1 + len(views), 1))[:, 0]
-        sentence = states.split(input_ids.shape[0])
-        losses: dict[str, Tensor] = {}
-        if weights["reconstruction"] > 0 or weights["vocabulary"] > 0:
-            prompts = self.prompts_from(sentence[0])
-            if weights["reconstruction"] > 0:
-                losses["reconstruction"] = llm.loss(Prompts(prompts), texts)
-            if weights["vocabulary"] > 0:
-                losses["vocabulary"] = vocabulary_loss(prompts, llm.token_embeddings())
-        if weights["contrastive"] > 0:
-            first, second = sentence[-2:] if len(sentence) > 1 else (sentence[0], sentence[0])
-            losses["contrastive"] = self.contrastive_loss(first, second)
-        return losses
-
+    # -- the contrastive branch (stage 0) -------------------------------------------------
     def contrastive_inputs(self, input_ids: Tensor, mask: Tensor) -> list[Tensor]:
         """The extra encoder inputs of the contrastive views, each ``[B, T]``: none for ``single``, the
         sentence again for ``dropout``, two independently masked copies for ``two_masks``."""
         if self.contrastive_views == "single":
             return []
-        if self.contrastive_views == "dropout":
-            if self.dropout <= 0:
-                raise ConfigError("pformer: contrastive_views 'dropout' needs dropout > 0 (without it both views "
-                                  "are the same); set dropout, or another contrastive_views")
+        if self.contrastive_views == "dropout":  # pformer_stage0 checks that dropout > 0
             return [input_ids]
         return [self.mask_tokens(input_ids, mask), self.mask_tokens(input_ids, mask)]
 
@@ -274,30 +238,6 @@ class PFormer(Prompter):
         second = F.normalize(self.contrast_proj(second), dim=-1)
         loss, _, _ = itc_loss(first[:, None], second, self.temp, label_smoothing=0.1)
         return loss
-
-
-def vocabulary_loss(prompts: Tensor, embeddings: Tensor, chunk: int = 1024) -> Tensor:
-    """Mean squared distance of each prompt vector to its nearest token embedding (by L2).
-
-    ``prompts`` ``[B, Q, D]``; ``embeddings`` ``[V, D]`` (the LLM's input embeddings, detached:
-    only the prompts move). Keeps the prompts near the LLM's vocabulary. A scalar.
-    """
-    flat = prompts.reshape(-1, prompts.shape[-1])
-    nearest = embeddings.detach()[nearest_rows(flat, embeddings, chunk)]
-    return F.mse_loss(flat.float(), nearest.float())
-
-
-@torch.no_grad()
-def nearest_rows(vectors: Tensor, table: Tensor, chunk: int = 1024) -> Tensor:
-    """For each row of ``vectors`` ``[N, D]``, the index of the nearest row of ``table`` ``[V, D]`` by L2: ``[N]`` long.
-
-    Computed in float32, ``chunk`` rows at a time (a ``[chunk, V]`` distance block).
-    """
-    with torch.autocast(vectors.device.type, enabled=False):
-        table = table.detach().float()
-        squared = table.pow(2).sum(-1)
-        return torch.cat([(squared[None] - 2 * part.float() @ table.T).argmin(-1)
-                          for part in vectors.detach().split(chunk)])
 
 
 def _check_settings(num_prompts: int, num_layers: int, hidden_size: int, num_heads: int, llm_width: Optional[int],
