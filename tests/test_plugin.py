@@ -44,6 +44,36 @@ def test_installed_plugin_is_listed_and_builds_from_a_config(plugin_site, tmp_pa
     assert result.stdout.split() == ["vlreg_gated_bridge", "(2,", "4,", "16)"]
 
 
+def test_installed_plugin_objective_trains_from_a_config(plugin_site, tmp_path):
+    """The plugin's objective, named in a config's model.losses beside a built-in one, trains its bridge
+    and its own temperature."""
+    tokenizer = ROOT / "tests" / "data" / "objectives_tokenizers" / "opt"
+    cfg = tmp_path / "model.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        model:
+          encoder: {{includes: [encoders/vit_tiny.yaml], img_size: 32}}
+          bridge: {{name: gated_projector, num_queries: 4}}
+          llm: {{includes: [llms/opt_tiny.yaml], tokenizer: {str(tokenizer)!r}}}
+          losses: [{{name: lm}}, {{name: prompt_text_contrastive, weight: 0.5}}]
+    """))
+    result = run_with(plugin_site, f"""
+        import torch, vlreg
+        from vlreg.config import load_config
+        from vlreg.models.assembly import VisionLanguageModel
+        assert 'prompt_text_contrastive' in vlreg.list_components('objective')['objective']
+        torch.manual_seed(0)
+        model = VisionLanguageModel.from_config(load_config({str(cfg)!r}).model).train()
+        out = model({{"image": torch.randn(3, 3, 32, 32), "text_input": ["a red circle", "a blue square", "a star"]}})
+        assert torch.allclose(out["loss"], out["lm"] + 0.5 * out["prompt_itc"])
+        out["loss"].backward()
+        objective = model.objectives[1]
+        assert objective.log_temperature.grad is not None and model.bridge.gate.weight.grad is not None
+        print(type(objective).__module__, *out)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["vlreg_gated_bridge.prompt_contrastive", "lm", "prompt_itc", "loss"]
+
+
 def test_plugin_shows_in_cli_listing(plugin_site):
     result = run_with(plugin_site, "from vlreg.cli import main; main(['list', 'bridge', 'gated*'])")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -30,17 +30,15 @@ from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from ..models.step import Step
 
 if TYPE_CHECKING:
     from ..models.assembly import VisionLanguageModel
 
-PARTS = ("encoder", "bridge", "prompter", "llm")
 MEDIA = "media"
 """The batch key that stands for the model's media: ``image``, ``video``, ``features`` or cached ``visual_tokens``."""
 
-__all__ = ["MEDIA", "Objective", "PARTS", "Step"]
+__all__ = ["MEDIA", "Objective", "Step"]
 
 
 class Objective(nn.Module):
@@ -58,6 +56,9 @@ class Objective(nn.Module):
 
     Args:
         weight: the weight of each of its losses in the model's ``loss``; 0: not computed.
+
+    A subclass with several losses takes a weight per loss instead and sets ``loss_weights``
+    (``{"itc": itc, "itm": itm, "itg": itg}``).
     """
 
     needs: ClassVar[tuple[str, ...]] = ()
@@ -67,11 +68,11 @@ class Objective(nn.Module):
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
-        self.weight = float(weight)
+        self.loss_weights: dict[str, float] = {name: weight for name in self.loss_names}
 
     def weights(self) -> dict[str, float]:
         """The weight of each of its losses (``loss_names``), by name."""
-        return {name: self.weight for name in self.loss_names}
+        return dict(self.loss_weights)
 
     def active(self) -> dict[str, float]:
         """The losses it computes: those of weight other than 0, by name."""
@@ -84,14 +85,3 @@ class Objective(nn.Module):
         """The losses of :meth:`active` for one step, each a scalar, by name."""
         raise NotImplementedError
 
-
-def missing_parts(objective: type[Objective] | Objective, present: set[str]) -> list[str]:
-    """The parts an objective needs that are not among ``present``."""
-    return [part for part in objective.needs if part not in present]
-
-
-def require_parts(label: str, objective: type[Objective] | Objective, present: set[str]) -> None:
-    """A one-line :class:`ConfigError` when the model lacks a part the objective needs."""
-    missing = missing_parts(objective, present)
-    if missing:
-        raise ConfigError(f"{label} needs a model {' and '.join(missing)}")

@@ -56,10 +56,7 @@ class Blip2Stage1(Objective):
 
     def __init__(self, itc: float = 1.0, itm: float = 1.0, itg: float = 1.0):
         super().__init__()
-        self.itc, self.itm, self.itg = float(itc), float(itm), float(itg)
-
-    def weights(self) -> dict[str, float]:
-        return {"itc": self.itc, "itm": self.itm, "itg": self.itg}
+        self.loss_weights = {"itc": itc, "itm": itm, "itg": itg}
 
     def check(self, model: "VisionLanguageModel") -> None:
         if not getattr(model.bridge, "text_branch", False):

@@ -41,10 +41,7 @@ class PFormerStage0(Objective):
 
     def __init__(self, reconstruction: float = 1.0, contrastive: float = 1.0, vocabulary: float = 1.0):
         super().__init__()
-        self.reconstruction, self.contrastive, self.vocabulary = float(reconstruction), float(contrastive), float(vocabulary)
-
-    def weights(self) -> dict[str, float]:
-        return {"reconstruction": self.reconstruction, "contrastive": self.contrastive, "vocabulary": self.vocabulary}
+        self.loss_weights = {"reconstruction": reconstruction, "contrastive": contrastive, "vocabulary": vocabulary}
 
     def check(self, model: "VisionLanguageModel") -> None:
         from ..models.prompters.pformer import PFormer
@@ -53,7 +50,7 @@ class PFormerStage0(Objective):
         if not isinstance(prompter, PFormer):
             raise ConfigError(f"objective pformer_stage0 trains a P-Former (prompter pformer); got "
                               f"{type(prompter).__name__}")
-        if self.contrastive and prompter.contrastive_views == "dropout" and prompter.dropout <= 0:
+        if self.loss_weights["contrastive"] and prompter.contrastive_views == "dropout" and prompter.dropout <= 0:
             raise ConfigError("pformer: contrastive_views 'dropout' needs dropout > 0 (without it both views "
                               "are the same); set dropout, or another contrastive_views")
 

@@ -1,8 +1,9 @@
-"""An example vlreg plugin: a bridge registered from a package of its own.
+"""An example vlreg plugin: a bridge and an objective registered from a package of its own.
 
-Installing this package makes the bridge ``gated_projector`` available to every
-vlreg config, through the ``vlreg.plugins`` entry-point group declared in
-pyproject.toml; vlreg imports this module on the first component lookup.
+Installing this package makes the bridge ``gated_projector`` and the objective
+``prompt_text_contrastive`` (:mod:`.prompt_contrastive`) available to every vlreg config,
+through the ``vlreg.plugins`` entry-point group declared in pyproject.toml; vlreg imports
+this module on the first component lookup.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from torch import nn
 
 from vlreg import register
 from vlreg.models.base import Bridge, Features, Prompts
+
+from . import prompt_contrastive  # noqa: F401  (registers the objective prompt_text_contrastive)
 
 
 @register("bridge", "gated_projector")
