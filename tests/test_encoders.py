@@ -10,7 +10,7 @@ from torch import nn
 import vlreg  # noqa: F401  (installs the torchvision guard before timm)
 from vlreg.build import build
 from vlreg.config import load_config
-from vlreg.errors import ConfigError, UserError
+from vlreg.errors import ConfigError, InputError
 from vlreg.io.fingerprints import sha256_file
 from vlreg.models.base import Features, dry_build
 
@@ -290,20 +290,20 @@ def test_video_frame_mask_masks_the_tokens_of_padding_frames():
 
 
 def test_wrong_modality_is_a_clear_error_naming_both_shapes():
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InputError) as err:
         video()(images())
     assert str(err.value) == ("video encoder expects [B, T=3, C=3, H, W], got shape [2, 3, 32, 32] "
                               "(an image batch?)")
-    with pytest.raises(UserError) as err:
+    with pytest.raises(InputError) as err:
         tiny()(clips())
     message = str(err.value)
     assert "image encoder 'vit_tiny_patch16_224'" in message and "wrap it in a 'video' encoder" in message
     assert "expects [B, C=3, H=32, W=32], got shape [2, 3, 3, 32, 32] (a video batch?)" in message
-    with pytest.raises(ConfigError, match=r"expects \[B, T=3, C=3, H, W\], got shape \[2, 4, 3, 32, 32\]"):
+    with pytest.raises(InputError, match=r"expects \[B, T=3, C=3, H, W\], got shape \[2, 4, 3, 32, 32\]"):
         video()(clips(frames=4))
-    with pytest.raises(ConfigError, match=r"expects \[B, C=3, H=32, W=32\], got shape \[6, 3, 64, 64\]"):
+    with pytest.raises(InputError, match=r"expects \[B, C=3, H=32, W=32\], got shape \[6, 3, 64, 64\]"):
         video()(torch.zeros(2, 3, 3, 64, 64))
-    with pytest.raises(ConfigError, match="takes no mask"):
+    with pytest.raises(InputError, match="takes no mask"):
         tiny()(images(), torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ConfigError, match="frame_encoder must be an image encoder"):
         build("encoder", {"name": "video", "num_frames": 2,
@@ -331,11 +331,11 @@ def test_precomputed_features_normalise_project_and_keep_the_mask():
 def test_precomputed_rejects_features_that_do_not_fit():
     enc = build("encoder", {"name": "precomputed", "input_width": 6, "num_tokens": 4, "frozen": True})
     assert not enc(torch.randn(1, 4, 6)).tokens.requires_grad
-    with pytest.raises(ConfigError, match=r"expects \[B, N, D=6\], got shape \[1, 4, 5\]"):
+    with pytest.raises(InputError, match=r"expects \[B, N, D=6\], got shape \[1, 4, 5\]"):
         enc(torch.randn(1, 4, 5))
-    with pytest.raises(ConfigError, match="at most num_tokens=4 feature vectors per sample, got 5"):
+    with pytest.raises(InputError, match="at most num_tokens=4 feature vectors per sample, got 5"):
         enc(torch.randn(1, 5, 6))
-    with pytest.raises(ConfigError, match=r"mask expects \[B=1, N=4\], got shape \[1, 3\]"):
+    with pytest.raises(InputError, match=r"mask expects \[B=1, N=4\], got shape \[1, 3\]"):
         enc(torch.randn(1, 4, 6), torch.ones(1, 3, dtype=torch.bool))
 
 

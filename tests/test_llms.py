@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import vlreg  # noqa: F401  (installs the torchvision guard before transformers loads)
 from vlreg.build import build
 from vlreg.config import load_config, to_plain
-from vlreg.errors import ConfigError
+from vlreg.errors import ConfigError, InputError
 from vlreg.models.base import Prompts, dry_build
 from vlreg.models.llms.common import IGNORE
 from vlreg.models.llms.seq2seq import split_at_word
@@ -258,7 +258,7 @@ def test_sampling_limits_and_nucleus(tiny, style):
     assert sampled.shape[0] == 6 and sampled.shape[1] <= 6
     exact = llm.generate_tokens(prompts, texts, max_new_tokens=5, min_new_tokens=5)
     assert exact.shape == (2, 5) and not (exact == llm.tokenizer.eos_token_id).any()
-    with pytest.raises(ConfigError, match="num_return_sequences"):
+    with pytest.raises(ValueError, match="num_return_sequences"):
         llm.generate(prompts, texts, num_return_sequences=2)
 
 
@@ -368,7 +368,7 @@ def test_mistakes_are_clear_config_errors(tiny):
     unset = build("llm", load_config(CONFIGS["opt"]))  # tokenizer: ??? left for the caller
     with pytest.raises(ConfigError, match="no tokenizer"):
         unset.generate(prompts_of(1))
-    with pytest.raises(ConfigError, match="set the bridge's llm_width to 64"):
+    with pytest.raises(InputError, match="set the bridge's llm_width to 64"):  # prompts that do not fit
         tiny("t5").loss(Prompts(torch.randn(1, 2, 32)), ["a cat"])
 
 

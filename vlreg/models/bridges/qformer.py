@@ -177,7 +177,7 @@ class QFormer(Bridge):
         if not self.text_branch:
             raise ConfigError(f"qformer: {what} needs the text branch; this Q-Former has text_branch: false")
         if self.tokenizer is None and what == "tokenize":
-            raise ConfigError(f"qformer: {what} needs a tokenizer (none is loaded in a dry build)")
+            raise ValueError(f"qformer: {what} needs a tokenizer, and a dry build (meta device) loads none")
 
     # -- encoder --------------------------------------------------------------
     def encode(

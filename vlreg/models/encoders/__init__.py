@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, ContextManager, Optional
 
-from ...errors import ConfigError
+from ...errors import InputError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -26,7 +26,7 @@ _LOOKS_LIKE = {4: " (an image batch?)", 5: " (a video batch?)"}
 
 
 def check_media(what: str, tensor: "Tensor", **dims: Optional[int]) -> None:
-    """Raise ConfigError unless ``tensor`` has the named dims, in order; None is a free size.
+    """Raise InputError unless ``tensor`` has the named dims, in order; None is a free size.
 
     ``check_media("video encoder", x, B=None, T=8, C=3, H=None, W=None)`` fails on an image
     batch with "video encoder expects [B, T=8, C=3, H, W], got shape [2, 3, 224, 224] (an image batch?)".
@@ -36,7 +36,7 @@ def check_media(what: str, tensor: "Tensor", **dims: Optional[int]) -> None:
     if len(shape) != len(wanted) or any(w is not None and w != s for w, s in zip(wanted, shape)):
         names = ", ".join(name if size is None else f"{name}={size}" for name, size in dims.items())
         hint = _LOOKS_LIKE.get(len(shape), "") if len(shape) != len(wanted) else ""
-        raise ConfigError(f"{what} expects [{names}], got shape {list(shape)}{hint}")
+        raise InputError(f"{what} expects [{names}], got shape {list(shape)}{hint}")
 
 
 def encoding(encoder: "Encoder", media: "Tensor") -> ContextManager:

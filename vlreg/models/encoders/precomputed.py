@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InputError
 from ...registry import register
 from ..base import Encoder, Features, Precision
 from . import check_media, encoding
@@ -57,7 +57,7 @@ class PrecomputedFeatures(Encoder):
         check_media("features encoder 'precomputed'", media, B=None, N=None, D=self.input_width)
         batch, length = media.shape[:2]
         if length > self.num_tokens:
-            raise ConfigError(f"features encoder 'precomputed' takes at most num_tokens={self.num_tokens} "
+            raise InputError(f"features encoder 'precomputed' takes at most num_tokens={self.num_tokens} "
                               f"feature vectors per sample, got {length}")
         if mask is not None:
             check_media("features encoder's mask", mask, B=batch, N=length)

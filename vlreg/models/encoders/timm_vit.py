@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError, did_you_mean
+from ...errors import ConfigError, InputError, did_you_mean
 from ...io.fingerprints import sha256_tensors
 from ...io.sources import file_source
 from ...io.weights import read_weights
@@ -205,7 +205,7 @@ class TimmViT(Encoder):
         check_media(f"image encoder {self.model_name!r} (for videos, wrap it in a 'video' encoder)", media,
                     B=None, C=3, H=height, W=width)
         if mask is not None:
-            raise ConfigError(f"image encoder {self.model_name!r} takes no mask (every image token is real)")
+            raise InputError(f"image encoder {self.model_name!r} takes no mask (every image token is real)")
         with encoding(self, media):
             tokens = self.post_norm(self.vit.forward_features(media.to(self.dtype)))
         return Features(tokens.float())

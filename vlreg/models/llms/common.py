@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...errors import ConfigError, unpickling_failure
+from ...errors import ConfigError, InputError, unpickling_failure
 from ..base import LanguageModel, Precision, Prompts, is_dry_build
 from .config_keys import TransformersConfig
 
@@ -348,7 +348,7 @@ class TransformersLM(LanguageModel):
         """
         batch, _, width = prompts.embeds.shape
         if width != self.width:
-            raise ConfigError(
+            raise InputError(
                 f"{self.label}: prompts are {width} wide but the LLM's input embeddings are {self.width}; "
                 f"set the bridge's llm_width to {self.width}"
             )
@@ -403,7 +403,7 @@ class TransformersLM(LanguageModel):
         None means the fixed prompt alone. ``repetition_penalty`` sees the generated tokens only.
         """
         if num_return_sequences > num_beams and not do_sample:
-            raise ConfigError(
+            raise ValueError(
                 f"num_return_sequences ({num_return_sequences}) needs num_beams >= it, or do_sample: true"
             )
         batch = prompts.embeds.shape[0]

@@ -188,7 +188,7 @@ class PFormer(Prompter):
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``[CLS] text [SEP]`` ids ``[B, T]`` long and mask ``[B, T]`` bool, on the module's device."""
         if self.tokenizer is None:
-            raise ConfigError("pformer: no tokenizer is loaded in a dry build")
+            raise ValueError("pformer: tokenize needs a tokenizer, and a dry build (meta device) loads none")
         batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_text_length,
                                return_tensors="pt")
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device).bool()
