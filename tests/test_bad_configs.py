@@ -63,7 +63,6 @@ def stage(tokenizer_dirs, tmp_path) -> dict:
                   "losses": [{"name": "lm"}]},
         "data": {"train": {"name": "coco_caption", "root": coco, "processor": IMAGE},
                  "eval": {"name": "coco_caption", "root": coco, "split": "test", "processor": IMAGE}},
-        "tokenizers": [{"path": str(tmp_path / "tok"), "style": "bert", "vocab_size": 100}],
         "run": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "num_workers": 0},
     }
 
@@ -80,8 +79,6 @@ def project_file(tokenizer_dirs, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("override, message", [
-    ("tokenizers.0.stlye=bert", "stages.tiny.tokenizers[0]: unknown key 'stlye' for TokenizerToTrain "
-                                "(did you mean 'style'?)"),
     ("run=[1]", "override 'run=[1]': run is a mapping"),
     ("model=abc", "stages.tiny.model: expected a mapping, got str 'abc'"),
     ("data=3", "stages.tiny.data: expected a mapping, got int 3"),
@@ -105,7 +102,8 @@ def project_file(tokenizer_dirs, tmp_path) -> Path:
     ("run.lr.peak=1", "override 'run.lr.peak=1': run.lr is a value (0.001), not a mapping"),
     ("run.resume=no/such/run", "stages.tiny.run.resume: 'no/such/run' does not exist"),
     ("runner=trainr", "unknown runner 'trainr' (did you mean 'trainer'?)"),
-    ("world.size=huge", "world.size: 'huge' is not a world size; sizes: small, default, large"),
+    ("vars=3", "project.vars: expected a mapping, got int 3"),
+    ("tokenizers=[]", "stages.tiny: unknown key 'tokenizers'"),
     ("init.bridgee=x", "stages.tiny.init: the model has no component 'bridgee' (did you mean 'bridge'?)"),
     ("init.bridge=nowhere", "stages.tiny.init.bridge: 'nowhere' is neither an earlier stage (none) nor"),
     ("run.best_metric=CIDEER", "stages.tiny.run.best_metric: 'CIDEER' is not a metric of task Stage2Pretraining "

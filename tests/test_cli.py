@@ -90,7 +90,7 @@ def test_config_prints_each_stage_resolved_and_where_each_key_was_set(capsys):
     out = capsys.readouterr().out
     assert out.startswith("# project pformer_video\nname: pformer_video\n")
     assert "# stage stage2\nname: stage2\n" in out and "# stage stage1" not in out
-    assert "\n  max_steps: 50\n" in out and "\n    path: world/backbones/lm/export\n" in out  # ${world.root} resolved
+    assert "\n  max_steps: 50\n" in out and "\n    path: world/backbones/lm/export\n" in out  # ${vars.world} resolved
     assert cli_main(["config", "pformer/video", "--where", "all.run.precision=fp32"]) == 0
     lines = capsys.readouterr().out.splitlines()
     stage2 = lines[lines.index("# stage stage2"):]

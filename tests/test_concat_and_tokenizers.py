@@ -1,4 +1,4 @@
-"""Concatenated datasets, and tokenizers trained by the stage that needs them."""
+"""Concatenated datasets, and tokenizers trained by a stage of their own (the world's train_tokenizers)."""
 
 import pytest
 
@@ -10,12 +10,16 @@ from vlreg.tasks.base import dataset_texts
 QUESTION = {"name": "question", "template": "Question: {} Short answer:"}
 
 
-def corpus_and_qa(world):
-    return build("dataset", {"name": "concat", "datasets": [
+def corpus_and_qa_node(world):
+    return {"name": "concat", "datasets": [
         {"name": "text_lines", "root": f"{world}/text", "split": "train", "val_size": 100, "max_samples": 30},
         {"name": "msrvtt_qa", "root": f"{world}/msrvtt", "split": "train", "text_processor": QUESTION,
          "max_samples": 10},
-    ]})
+    ]}
+
+
+def corpus_and_qa(world):
+    return build("dataset", corpus_and_qa_node(world))
 
 
 def test_concat_reads_its_parts_in_order(small_world):
@@ -52,21 +56,22 @@ def QUESTION_FORMAT(question):  # noqa: N802 - the question processor's cleaning
 
 
 def test_a_stage_trains_its_missing_tokenizers_once(small_world, tmp_path):
-    from vlreg.pipeline import prepare_tokenizers
-
     opt, bert = tmp_path / "tokenizers" / "opt", tmp_path / "tokenizers" / "bert"
     nodes = [{"path": str(opt), "style": "opt", "vocab_size": 300}, {"path": str(bert), "style": "bert"}]
-    prepare_tokenizers(nodes, {"train": corpus_and_qa(small_world)}, "stages.lm")
+    build("task", {"name": "train_tokenizers", "tokenizers": nodes, "texts": corpus_and_qa_node(small_world)}).prepare()
     assert load_tokenizer(opt).eos_token == "</s>" and len(load_tokenizer(opt)) <= 300
     assert load_tokenizer(bert).tokenize("Short answer") == ["short", "answer"]
     stamp = (opt / "tokenizer.json").stat().st_mtime_ns
-    prepare_tokenizers(nodes, {}, "stages.lm")  # present: kept, and no data needed
-    assert (opt / "tokenizer.json").stat().st_mtime_ns == stamp
+    nowhere = {"name": "text_lines", "root": str(tmp_path / "nowhere")}
+    build("task", {"name": "train_tokenizers", "tokenizers": nodes, "texts": nowhere}).prepare()  # present: kept,
+    assert (opt / "tokenizer.json").stat().st_mtime_ns == stamp                                   # texts not read
     assert not [p for p in opt.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
-    with pytest.raises(ConfigError, match="stages.x.tokenizers: training a tokenizer needs the stage's training data"):
-        prepare_tokenizers([{"path": str(tmp_path / "t5"), "style": "t5"}], {}, "stages.x")
-    with pytest.raises(ConfigError, match=r"stages.x.tokenizers\[0\].style: expected one of 'opt', 't5', 'bert'"):
-        prepare_tokenizers([{"path": str(tmp_path / "x"), "style": "gpt"}], {}, "stages.x")
+    with pytest.raises(ConfigError, match=r"stages.x.task.tokenizers\[0\].style: expected one of 'opt', 't5', 'bert'"):
+        build("task", {"name": "train_tokenizers", "tokenizers": [{"path": "x", "style": "gpt"}], "texts": nowhere},
+              "stages.x.task")
+    with pytest.raises(ConfigError, match=r"stages.x.task.texts: unknown key 'rot' for dataset 'text_lines'"):
+        build("task", {"name": "train_tokenizers", "tokenizers": nodes, "texts": {"name": "text_lines", "rot": "x"}},
+              "stages.x.task")
 
 
 def test_ensure_tokenizer_trains_on_the_given_lines(tmp_path):

@@ -547,7 +547,7 @@ def test_dataloader_seeding_makes_augmentation_reproducible(world):
 def test_data_configs_validate_and_world_ones_build(world, config):
     from vlreg.build import validate
 
-    cfg = to_plain(load_config(CONFIGS / config, [f"world.root={world}"]))
+    cfg = to_plain(load_config(CONFIGS / config, [f"vars.world={world}"]))
     for split in ("train", "eval"):
         validate("dataset", cfg["data"][split], f"data.{split}")
         if config.startswith("world_"):

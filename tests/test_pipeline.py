@@ -21,7 +21,7 @@ def project_config(world, tokenizers, out) -> dict:
     coco = f"{world}/coco"
     run = {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "num_workers": 0, "log_every": 2}
     return {
-        "name": "tiny", "output_dir": str(out), "world": {"root": str(world), "size": "small"},
+        "name": "tiny", "output_dir": str(out),
         "stages": [
             {"name": "stage1", "task": {"name": "pretrain_stage1", "k": 4},
              "model": {"encoder": encoder, "bridge": {**TINY_QFORMER, "tokenizer": tokenizers["bert"]},

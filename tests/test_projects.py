@@ -62,7 +62,19 @@ def test_project_dry_runs_every_stage(path):
     for stage in project(path).stages:
         task = stage.config["task"]
         assert f"stage {stage.name}: task {task if isinstance(task, str) else task['name']}\n" in output
-        assert "total" in summary_rows(output, stage.name)
+        assert "total" in summary_rows(output, stage.name) or stage.prepares
+
+
+@pytest.mark.parametrize("path", PROJECTS, ids=name)
+def test_the_world_is_the_first_stage_of_the_world_recipes_only(path):
+    """The recipes on the synthetic world generate it and train its tokenizers in their first stages; the
+    recipes on real data have no world stage at all."""
+    tasks = [s.config["task"]["name"] for s in project(path).stages]
+    world_tasks = {"make_world", "train_tokenizers", "attribute_pretrain"}
+    if "/paper/" in name(path):
+        assert not world_tasks & set(tasks)
+    else:
+        assert tasks[:2] == ["make_world", "train_tokenizers"]
 
 
 def test_a_stage_directory_holds_one_stage_definition():

@@ -20,7 +20,7 @@ from vlreg.run import main as run_main
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["world.size=small", "all.run.max_steps=2", "all.run.batch_size=4", "all.run.num_workers=0",
+TINY = ["world.task.size=small", "all.run.max_steps=2", "all.run.batch_size=4", "all.run.num_workers=0",
         "all.run.warmup_steps=0", "all.run.log_every=1", "all.data.eval.max_samples=4"]
 """The recipes in miniature: the small world, two steps of four items per stage, four items per evaluation."""
 VIDEO = "world/msrvtt/videos/all/video7.mp4"

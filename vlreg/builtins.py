@@ -11,6 +11,7 @@ _LLMS = "vlreg.models.llms"
 _DATA = "vlreg.data"
 _PROCESSORS = "vlreg.data.processors"
 _METRICS = "vlreg.metrics"
+_WORLD = "vlreg.world"  # the synthetic world's stages: a client of the public API, registered like a plugin
 
 BUILTINS: dict[str, dict[str, str]] = {
     "encoder": {
@@ -51,10 +52,10 @@ BUILTINS: dict[str, dict[str, str]] = {
         "text_jsonl": f"{_DATA}.sentences",
         "text_shards": f"{_DATA}.sentences",
         "caption_corpus": f"{_DATA}.sentences",
-        "world_attributes": f"{_DATA}.attributes",
         "concat": f"{_DATA}.concat",
         "described_questions": f"{_DATA}.described_questions",
         "in_memory": f"{_DATA}.in_memory",
+        "world_attributes": "vlreg.data.world.attributes",
     },
     "processor": {
         "image_train": f"{_PROCESSORS}.image",
@@ -73,7 +74,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pretrain_stage1": "vlreg.tasks.retrieval",
         "pformer_pretrain": "vlreg.tasks.pformer_pretrain",
         "lm_pretrain": "vlreg.tasks.lm_pretrain",
-        "attribute_pretrain": "vlreg.tasks.attribute_pretrain",
+        "make_world": f"{_WORLD}.make_world",
+        "train_tokenizers": f"{_WORLD}.train_tokenizers",
+        "attribute_pretrain": f"{_WORLD}.attribute_pretrain",
     },
     "runner": {
         "trainer": "vlreg.runner.trainer",

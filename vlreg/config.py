@@ -171,7 +171,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parsed["value"]
 
 
-PROJECT_KEYS = ("name", "description", "output_dir", "world", "plugins", "stages")
+PROJECT_KEYS = ("name", "description", "output_dir", "vars", "plugins", "stages")
 """The keys of a project itself (:class:`vlreg.pipeline.ProjectNode` types them); others belong to its stages."""
 
 

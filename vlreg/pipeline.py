@@ -4,7 +4,7 @@ A project config::
 
     name: pformer_video
     output_dir: outputs/pformer_video
-    world: {root: world, size: default, seed: 0}   # created when missing
+    vars: {data: /data}                              # values the stages interpolate: ${vars.data}
     stages:
       - name: pformer                                # stage 0: text only
         task: {name: pformer_pretrain}
@@ -16,18 +16,21 @@ A project config::
         ...
 
 A config without ``stages`` is a project of one stage. Each stage writes into
-``<output_dir>/<stage name>`` (or its own ``run.output_dir``), starting with its resolved
-``config.yaml`` and ``paths.json`` (see :mod:`vlreg.io.run_paths`); a stage whose
-``results.json`` exists is skipped unless ``--force``; an interrupted stage resumes
-from its newest complete checkpoint. ``init`` maps a component of this stage's
+``<output_dir>/<stage name>`` (or its own ``run.output_dir``; :class:`~vlreg.io.run_dir.RunDir`
+names its files), starting with its resolved ``config.yaml`` and ``paths.json`` (see
+:mod:`vlreg.io.run_paths`) and ending with ``stage.json``: a stage whose ``stage.json``
+exists is complete and skipped unless ``--force``; an interrupted stage resumes from its
+newest complete checkpoint. ``init`` maps a component of this stage's
 model to an earlier stage (by name) or a checkpoint path: the component's weights
 are loaded from there (those the component has; a stage-2 Q-Former takes a stage-1
 one's weights without its text branch).
 
-``tokenizers:`` lists tokenizers the stage creates when they are missing, each
-``{path, style, vocab_size}`` (see :mod:`vlreg.models.tokenizers`), trained on the
-texts of the stage's training data before its model is built: the synthetic world's
-models have no tokenizer to download.
+A stage whose task is a :class:`~vlreg.tasks.preparation.Preparation` (one that
+generates a dataset or trains tokenizers) has no model, data or runner: it prepares
+files, only those missing, whenever the project runs it or a stage after it.
+
+``vars`` holds values for the stages to interpolate (``${vars.NAME}``); vlreg reads
+nothing else from it.
 
 ``feature_cache: true`` (or a directory) serves the stage's datasets from the
 frozen-feature cache (:mod:`vlreg.runner.feature_cache`), by default
@@ -37,33 +40,17 @@ the registered runner (default ``trainer``).
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from .build import build, call, check_args
 from .distributed import is_main
 from .errors import ConfigError, UserError, did_you_mean
-
-
-@dataclass
-class WorldSpec:
-    """The synthetic world a project runs on: created under ``root`` when missing."""
-
-    root: str = "world"
-    size: str = "default"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from .data.world.plan import SIZES
-
-        if self.size not in SIZES:
-            raise ConfigError(f"world.size: {self.size!r} is not a world size{did_you_mean(self.size, SIZES)}; "
-                              f"sizes: {', '.join(SIZES)}")
+from .io.files import write_json_atomically
+from .io.run_dir import RunDir
 
 
 @dataclass
@@ -74,7 +61,7 @@ class ProjectNode:
     name: str = ""
     description: str = ""
     output_dir: Optional[str] = None
-    world: Optional[WorldSpec] = None
+    vars: Optional[dict[str, Any]] = None
     plugins: Optional[list[str]] = None
 
 
@@ -91,7 +78,6 @@ class StageNode:
     init: Optional[dict[str, str]] = None
     runner: str = "trainer"
     feature_cache: Union[bool, str] = False
-    tokenizers: Optional[list[TokenizerToTrain]] = None
 
 
 @dataclass
@@ -101,19 +87,17 @@ class Stage:
     output_dir: Path
     saved: Optional[dict[str, Any]] = None
     """The config written to ``config.yaml``: ``config`` with ``${oc.env:...}`` left unresolved."""
+    prepares: bool = False
+    """Whether its task is a :class:`~vlreg.tasks.preparation.Preparation` (set when the stage is validated)."""
 
     @property
-    def results_file(self) -> Path:
-        return self.output_dir / "results.json"
-
-    @property
-    def marker(self) -> Path:
-        """Written last, after training, evaluation and export: the stage is complete."""
-        return self.output_dir / "stage.json"
+    def run_dir(self) -> RunDir:
+        return RunDir(self.output_dir)
 
     @property
     def completed(self) -> bool:
-        return self.marker.is_file()
+        """Whether the stage ran to its end (``stage.json``); a preparation never is (it runs every time)."""
+        return not self.prepares and self.run_dir.completed
 
 
 def as_project(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,14 +108,14 @@ def as_project(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if "task" not in cfg:
         raise ConfigError("the config is neither a project (stages: [...]) nor a stage (task: ...): "
                           "give a list of stages, or the task, model, data and run of one")
-    stage = {k: v for k, v in cfg.items() if k not in ("plugins", "world", "output_dir")}
+    stage = {k: v for k, v in cfg.items() if k not in ("plugins", "vars", "output_dir")}
     run = stage.get("run") or {}
     output_dir = (run.get("output_dir") if isinstance(run, Mapping) else None) or cfg.get("output_dir") \
         or f"outputs/{cfg.get('name', 'run')}"
     if isinstance(run, Mapping):  # anything else is named by the validation of the stage
         stage["run"] = {**run, "output_dir": output_dir}
     stage.setdefault("name", Path(str(output_dir)).name)
-    return {"name": stage["name"], "output_dir": output_dir, "world": cfg.get("world"),
+    return {"name": stage["name"], "output_dir": output_dir, "vars": cfg.get("vars"),
             "plugins": cfg.get("plugins"), "stages": [stage]}
 
 
@@ -160,7 +144,6 @@ class Project:
     name: str
     output_dir: Path
     stages: list[Stage]
-    world: Optional[WorldSpec] = None
     source: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -173,9 +156,6 @@ class Project:
         """
         cfg = as_project(cfg)
         check_args(ProjectNode, cfg, "project", "project")
-        world = None
-        if cfg.get("world") is not None:
-            world = call(WorldSpec, cfg["world"], "world", "world")
         output_dir = Path(cfg.get("output_dir") or f"outputs/{cfg.get('name', 'project')}")
         stages_cfg = cfg.get("stages")
         if not isinstance(stages_cfg, list) or not stages_cfg:
@@ -193,20 +173,21 @@ class Project:
             _check_init(node, stages, where)
             stage_dir = Path((node.get("run") or {}).get("output_dir") or output_dir / node["name"])
             stages.append(Stage(node["name"], dict(node), stage_dir, dict(saved_stages[i])))
-        project = cls(cfg.get("name") or output_dir.name, output_dir, stages, world, source, cfg)
+        project = cls(cfg.get("name") or output_dir.name, output_dir, stages, source, cfg)
         for stage in stages:
             validate_stage(stage)
         return project
 
     def select(self, names: Sequence[str] | None) -> list[Stage]:
-        """The stages to run: all, or those named (in project order)."""
+        """The stages to run: all, or those named and the preparations before them (in project order)."""
         if not names:
             return list(self.stages)
         known = [s.name for s in self.stages]
         for name in names:
             if name not in known:
                 raise ConfigError(f"unknown stage {name!r}{did_you_mean(name, known)}; stages: {', '.join(known)}")
-        return [s for s in self.stages if s.name in names]
+        last = max(known.index(name) for name in names)
+        return [s for i, s in enumerate(self.stages) if s.name in names or (s.prepares and i < last)]
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -222,32 +203,31 @@ class Project:
 
         with OutputLock(self.output_dir) as lock:
             for stage in stages if lock.held else ():  # the writer (rank 0 under torchrun) tidies up
-                remove_unfinished(stage.output_dir / "checkpoints")
+                remove_unfinished(stage.run_dir.checkpoints)
             return self._run(stages, force)
 
     def _run(self, stages: Sequence[Stage], force: bool) -> int:
         from .reporting import print_results
 
-        if self.world is not None:
-            from .data.world import ensure_world
-
-            ensure_world(self.world.root, size=self.world.size, seed=self.world.seed)
         started = time.time()
         for stage in stages:
+            if stage.prepares:
+                prepare_stage(stage)
+                continue
             if stage.completed and not force:
                 print(f"[vlreg] stage {stage.name}: already complete ({stage.output_dir}); skipped")
                 continue
             print(f"[vlreg] stage {stage.name}: starting ({stage.output_dir})", flush=True)
             run_stage(self, stage, force=force)
-        results = {s.name: json.loads(s.results_file.read_text()) for s in self.stages if s.completed}
+        results = {s.name: s.run_dir.read_results() for s in self.stages if s.completed}
         for name, result in results.items():
-            result["export"] = json.loads(self.stage(name).marker.read_text()).get("export")
-        summary = self.output_dir / "results.json"
+            result["export"] = self.stage(name).run_dir.read_marker().get("export")
+        summary = RunDir(self.output_dir).results
         if len(self.stages) > 1:  # a single stage's own results.json is the summary
             summary.parent.mkdir(parents=True, exist_ok=True)
             payload = {"project": self.name, "source": self.source, "seconds": round(time.time() - started, 1),
                        "stages": results}
-            summary.write_text(json.dumps(payload, indent=2, default=str))
+            write_json_atomically(summary, payload, indent=2)
         print_results(results, summary)
         return 0
 
@@ -258,11 +238,16 @@ def validate_stage(stage: Stage) -> None:
     from .device import resolve_precision
     from .registry import registry
     from .runner import RunConfig
+    from .tasks.preparation import Preparation
 
     cfg, where = stage.config, f"stages.{stage.name}"
     if not cfg.get("task"):
         raise ConfigError(f"{where}: a stage needs a task")
     task = build("task", cfg["task"], f"{where}.task")
+    stage.prepares = isinstance(task, Preparation)
+    if stage.prepares:
+        Preparation.check_stage(cfg, where)
+        return
     type(task).validate_model(cfg.get("model"), f"{where}.model")
     for split, node in (cfg.get("data") or {}).items():
         if split not in ("train", "eval"):
@@ -329,31 +314,11 @@ def initialise(project: Project, stage: Stage, model: Any) -> None:
         print(f"[vlreg] stage {stage.name}: {role} initialised from {source}{note}", flush=True)
 
 
-@dataclass
-class TokenizerToTrain:
-    """A tokenizer a stage creates when ``path`` does not exist: ``style`` (opt, t5, bert) and ``vocab_size``."""
-
-    path: str
-    style: Literal["opt", "t5", "bert"]
-    vocab_size: int = 1000
-
-
-def prepare_tokenizers(nodes: Sequence[Mapping[str, Any]], datasets: Mapping[str, Any], where: str) -> None:
-    """Train each missing tokenizer on the stage's training texts (rank 0; the others wait)."""
-    from .distributed import barrier
-    from .models.tokenizers import TokenizerSpec, ensure_tokenizer
-    from .tasks.base import dataset_texts
-
-    specs = [call(TokenizerToTrain, node, f"{where}.tokenizers[{i}]", "tokenizer") for i, node in enumerate(nodes)]
-    missing = [spec for spec in specs if not Path(spec.path).is_dir()]
-    if missing and "train" not in datasets:
-        raise ConfigError(f"{where}.tokenizers: training a tokenizer needs the stage's training data")
-    if missing and is_main():
-        texts = dataset_texts(datasets["train"])
-        for spec in missing:
-            ensure_tokenizer(spec.path, TokenizerSpec(spec.style, spec.vocab_size), lambda: texts)
-            print(f"[vlreg] tokenizer {spec.path}: trained ({spec.style}, {spec.vocab_size} tokens)", flush=True)
-    barrier()
+def prepare_stage(stage: Stage) -> None:
+    """Run a preparation stage (see :mod:`vlreg.tasks.preparation`): it makes what is missing."""
+    started = time.time()
+    build("task", stage.config["task"], f"stages.{stage.name}.task").prepare()
+    print(f"[vlreg] stage {stage.name}: ready ({time.time() - started:.1f} s)", flush=True)
 
 
 def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, Any]:
@@ -372,12 +337,11 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     run["output_dir"] = str(stage.output_dir)
     if force:
         run["resume"] = False
-        shutil.rmtree(stage.output_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(stage.run_dir.checkpoints, ignore_errors=True)
     run_config = call(RunConfig, run, f"{where}.run", "run")
     precision = resolve_precision(run_config.precision)
     data = cfg.get("data") or {}
     datasets = {split: build("dataset", node, f"{where}.data.{split}") for split, node in data.items() if node}
-    prepare_tokenizers(cfg.get("tokenizers") or [], datasets, where)
     torch.manual_seed(run_config.seed)  # components built from config get the same weights in every stage
     with frozen_precision(precision.precision):  # frozen components' "auto" follows the run
         model = task.build_model(cfg.get("model"))
@@ -386,11 +350,11 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
         from .runner.feature_cache import attach_feature_cache
 
         cache = cfg["feature_cache"]
-        root = Path(cache) if isinstance(cache, str) else project.output_dir / "feature_cache"
+        root = Path(cache) if isinstance(cache, str) else RunDir(project.output_dir).feature_cache
         for dataset in datasets.values():
             attach_feature_cache(dataset, model.encoder, root)
     stage.output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(stage.saved or cfg, stage.output_dir / "config.yaml", comment=f"precision: {precision.describe()}")
+    save_config(stage.saved or cfg, stage.run_dir.config, comment=f"precision: {precision.describe()}")
     if is_main():
         record_paths(cfg, stage.output_dir)
     runner = registry("runner").get(cfg.get("runner") or "trainer")(run_config)
@@ -399,11 +363,5 @@ def run_stage(project: Project, stage: Stage, force: bool = False) -> dict[str, 
     if exported is not None:
         results["export"] = str(exported)
     if is_main():
-        write_json_atomically(stage.marker, {"stage": stage.name, "export": results.get("export")})
+        write_json_atomically(stage.run_dir.marker, {"stage": stage.name, "export": results.get("export")}, indent=2)
     return results
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)

@@ -78,7 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = Project.from_config(cfg, source=args.cfg, saved=to_plain(without_env(raw)))
     stages = project.select(args.stage)
     if args.dry_run:
-        return dry_run({s.name: s.config for s in stages})
+        for stage in (s for s in stages if s.prepares):
+            task = stage.config["task"]
+            print(f"stage {stage.name}: task {task if isinstance(task, str) else task['name']}\nprepares files: no model\n")
+        return dry_run({s.name: s.config for s in stages if not s.prepares})
     return project.run(stages, force=args.force)
 
 

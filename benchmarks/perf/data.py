@@ -88,7 +88,7 @@ def main_job_stages(world_root: Path, output_dir: Path, steps: int, names: Itera
     from vlreg.config import load_config, to_plain
 
     cfg = load_config(MAIN_JOB)
-    cfg.world.root = str(world_root)
+    cfg.vars.world = str(world_root)
     cfg.output_dir = str(output_dir)
     plain = to_plain(cfg)
     stages = []
@@ -104,7 +104,7 @@ def main_job_stages(world_root: Path, output_dir: Path, steps: int, names: Itera
         stage["run"] = {**stage["run"], "max_steps": steps, "log_every": max(1, steps // 4), "checkpoint_every": 0,
                         "resume": False}
         stages.append(stage)
-    return {"name": plain["name"], "output_dir": str(output_dir), "world": plain["world"], "stages": stages}
+    return {"name": plain["name"], "output_dir": str(output_dir), "vars": plain["vars"], "stages": stages}
 
 
 def world_tokenizers(world_root: Path) -> None:
@@ -126,7 +126,7 @@ def main_job_rows(work: Path, steps: int) -> list[Row]:
 
     if not MAIN_JOB.is_file():
         return [Row("data", "waiting for data in the main job", "n/a", check=f"{MAIN_JOB} does not exist", ok=False)]
-    world = to_plain(load_config(MAIN_JOB))["world"]
+    world = next(s["task"] for s in to_plain(load_config(MAIN_JOB))["stages"] if s["name"] == "world")
     root = make_world(work / f"world_{world['size']}", world["size"], world["seed"])
     world_tokenizers(root)
     config = main_job_stages(root, work / "main_job", steps)
@@ -134,7 +134,7 @@ def main_job_rows(work: Path, steps: int) -> list[Row]:
     project.run(project.stages, force=True)
     rows = []
     for stage in project.stages:
-        lines = [json.loads(line) for line in (stage.output_dir / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in stage.run_dir.metrics.read_text().splitlines()]
         windows = [line for line in lines if "data_wait" in line]
         waited = sum(line["data_wait"] * line["step_time_s"] for line in windows)
         elapsed = sum(line["step_time_s"] for line in windows)

@@ -73,7 +73,7 @@ def study_project(modality: str, world: Path) -> dict[str, Any]:
 
     backbones = world / "backbones"
     project = to_plain(load_config(ROOT / "projects" / "pformer" / f"{modality}.yaml",
-                                   [f"world.root={world}", f"output_dir={world.parent / modality}"]))
+                                   [f"vars.world={world}", f"output_dir={world.parent / modality}"]))
     stages = {stage["name"]: stage for stage in project["stages"]}
     stages["qa"] = stages.pop("qa", None) or dict(stages.pop("vqa"), name="qa")
 
@@ -87,6 +87,7 @@ def study_project(modality: str, world: Path) -> dict[str, Any]:
             {"name": "described_questions", "separator": "</s>", "captions": captions,
              "questions": {"name": "concat", "datasets": [dict(captions, max_samples=1), captions]}})
     lm["run"]["max_steps"] = LM_STEPS
+    stages["tokenizers"]["task"]["texts"] = lm["data"]["train"]  # the tokenizers learn the LM's text
 
     pformer = stages["pformer"]  # shared by both modalities
     pformer["run"].update(output_dir=str(backbones / "pformer"), max_steps=PFORMER["max_steps"],
@@ -102,7 +103,7 @@ def study_project(modality: str, world: Path) -> dict[str, Any]:
     zeroshot = copy.deepcopy(qa)
     zeroshot.update(name="zeroshot", data={"eval": qa["data"]["eval"]})
     zeroshot["run"].update(max_steps=0, warmup_steps=0)
-    order = ["lm", "vision", "pformer", "stage1", "stage2"]
+    order = ["world", "tokenizers", "lm", "vision", "pformer", "stage1", "stage2"]
     project["stages"] = [stages[name] for name in order] + [zeroshot, qa]
     return project
 

@@ -128,9 +128,7 @@ class Suite:
         from ..build import build
 
         if self.reads_world():
-            from ..data.world import ensure_world
-
-            ensure_world(self.world.root, size=self.world.size, seed=self.world.seed)
+            self.world.prepare()
         for evaluation in self.evaluations:
             build("dataset", evaluation.dataset, f"{evaluation.key}.dataset")
 
@@ -175,7 +173,7 @@ def read_suite(path: str | os.PathLike, name: Optional[str] = None, overrides: S
 
     from ..build import call, validate
     from ..config import apply_overrides, load_config, to_plain
-    from ..pipeline import WorldSpec
+    from ..world.make_world import MakeWorld
 
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), load_config(path))
     chosen = applicable(overrides, cfg)
@@ -203,7 +201,7 @@ def read_suite(path: str | os.PathLike, name: Optional[str] = None, overrides: S
         if evaluation.needs is None:
             evaluation.needs = default_needs(evaluation.task, where)
         evaluations.append(evaluation)
-    world = call(WorldSpec, cfg["world"], f"suite {name}: world", "world")
+    world = call(MakeWorld, cfg["world"], f"suite {name}: world", "world")
     quick = call(Quick, cfg["quick"], f"suite {name}: quick", "quick")
     return Suite(name, str(cfg.get("description") or ""), evaluations, world, quick, str(path), chosen)
 

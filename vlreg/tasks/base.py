@@ -103,7 +103,9 @@ class Task:
     @staticmethod
     def write_predictions(context: Any, name: str, predictions: Any) -> Path:
         """Write predictions (rank 0) as ``predictions/<name>_step<N>.json``; returns the path."""
-        path = Path(context.output_dir) / "predictions" / f"{name}_step{context.step}.json"
+        from ..io.run_dir import RunDir
+
+        path = RunDir(context.output_dir).predictions / f"{name}_step{context.step}.json"
         if context.is_main:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(predictions))

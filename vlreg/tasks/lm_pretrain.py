@@ -30,15 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import barrier, is_main
-from ..errors import ConfigError
 from ..data.media import BadSample
+from ..errors import ConfigError
+from ..io.run_dir import RunDir
 from ..models.base import LanguageModel, Prompts
 from ..models.llms.common import IGNORE
 from ..registry import register
 from .base import Task, item_text
-
-EXPORT_DIR = "export"
-
 
 @register("task", "lm_pretrain")
 class LMPretraining(Task):
@@ -102,7 +100,7 @@ class LMPretraining(Task):
 
         The directory loads with ``{name: causal_lm, path: <dir>}`` (``seq2seq_lm`` for T5).
         """
-        target = Path(output_dir) / EXPORT_DIR
+        target = RunDir(output_dir).export
         if is_main():
             save_lm(model, target)
         barrier()

@@ -22,7 +22,9 @@ Layout under the world's root (each part is described in the module that writes 
     world.json                                                   the manifest (generate)
 
 :func:`text_only_baseline` scores the best guesses that ignore the media: what a
-trained model must beat.
+trained model must beat. The ``world_attributes`` dataset (:mod:`.attributes`) reads the
+attribute labels. A project generates its world in a stage of its own, ``make_world``,
+registered with the world's other stages in :mod:`vlreg.world`.
 """
 
 from __future__ import annotations

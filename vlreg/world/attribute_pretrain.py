@@ -21,9 +21,11 @@ from torch import Tensor, nn
 from ..build import build, component
 from ..distributed import broadcast_object
 from ..errors import ConfigError
+from ..io.run_dir import RunDir
+from ..io.weights import write_weights
 from ..models.base import Encoder
 from ..registry import register
-from .base import Task, eval_batches
+from ..tasks.base import Task, eval_batches
 
 
 class AttributeClassifier(nn.Module):
@@ -108,12 +110,10 @@ class AttributePretraining(Task):
 
     def export(self, model: nn.Module, output_dir: str | Path) -> Path:
         """Write the (frame) encoder's weights to ``<output_dir>/export/encoder.safetensors``."""
-        from safetensors.torch import save_file
-
         module = model.encoder.get_submodule(self.export_component) if self.export_component else model.encoder
-        path = Path(output_dir) / "export" / "encoder.safetensors"
+        path = RunDir(output_dir).export / "encoder.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+        write_weights({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, path)
         return path
 
 

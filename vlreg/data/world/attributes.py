@@ -15,11 +15,11 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from ..build import component
-from ..errors import DataError
-from ..registry import register
-from .annotations import load_json
-from .base import RecordDataset
+from ...build import component
+from ...errors import DataError
+from ...registry import register
+from ..annotations import load_json
+from ..base import RecordDataset
 
 
 @register("dataset", "world_attributes")
