@@ -249,9 +249,12 @@ def test_an_objective_registered_elsewhere_trains_alongside(tiny_nodes):
         registry("objective")._entries.pop("test_prompt_norm")
 
 
-def test_objectives_are_listed_with_their_keys():
+def test_objectives_are_listed_with_what_they_need():
     out = subprocess.run([sys.executable, "-m", "vlreg", "list", "-l", "objective"], capture_output=True, text=True,
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     for name in ("blip2_stage1", "lm", "pformer_alignment", "pformer_stage0"):
         assert name in out.stdout
+    out = subprocess.run([sys.executable, "-m", "vlreg", "info", "objective", "lm"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.stdout.strip().endswith("needs: encoder, bridge, llm; batch keys: media, text_input; losses: lm")

@@ -131,6 +131,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{args.kind} {args.name}: {target.__module__}.{target.__qualname__}{inspect.signature(target)}")
     print()
     print(inspect.getdoc(target) or "(no docstring)")
+    if args.kind == "objective":  # what it declares: the parts and batch keys it reads, the losses it computes
+        print(f"\nneeds: {', '.join(target.needs)}; batch keys: {', '.join(target.batch_keys)}; "
+              f"losses: {', '.join(target.loss_names)}")
     return 0
 
 

@@ -33,9 +33,8 @@ from ..build import build, call, check_args, component, parameters
 from ..errors import ConfigError, InputError
 from ..registry import registry
 from .base import Features, Prompts
-from .step import Step, id_tensor  # noqa: F401  (id_tensor: the batch's image ids, re-exported)
+from .step import MEDIA_KEYS, Step
 
-MEDIA_KEYS = {"image": "image", "video": "video", "features": "features"}
 PARTS = ("encoder", "bridge", "prompter", "llm")
 
 
@@ -208,20 +207,14 @@ class VisionLanguageModel(nn.Module):
         if not self.objectives:
             raise ConfigError("the model trains no objective: list them under model.losses, e.g. [{name: lm}] "
                               "(vlreg list -l objective)")
-        for objective in filter(lambda o: o.active(), self.objectives):
-            for key in objective.batch_keys:
-                found = any(k in samples for k in (*MEDIA_KEYS, "visual_tokens")) if key == "media" else key in samples
-                if not found:
-                    what = f"the batch's media ({', '.join(MEDIA_KEYS)})" if key == "media" else f"batch key {key!r}"
-                    raise InputError(f"objective {objective_name(objective)!r} reads {what}; the batch holds "
-                                     f"{sorted(samples)}")
         step = Step(self, samples)
+        running = [objective for objective in self.objectives if objective.active()]
+        for objective in running:
+            step.require(objective.batch_keys, f"objective {objective_name(objective)!r}")
         losses: dict[str, Tensor] = {}
         weighted = []
-        for objective in self.objectives:
+        for objective in running:
             active = objective.active()
-            if not active:
-                continue
             for name, value in objective(step).items():
                 losses[name] = value
                 weighted.append(active[name] * value)

@@ -15,10 +15,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from .base import Features, Prompts
 
 if TYPE_CHECKING:
     from .assembly import VisionLanguageModel
+
+MEDIA_KEYS = ("image", "video", "features")
+"""The batch keys that hold media: ``image`` ``[B,3,H,W]``, ``video`` ``[B,T,3,H,W]``, ``features`` ``[B,N,D]``."""
+MEDIA = "media"
+"""In an objective's ``batch_keys``: the batch's media, whichever key holds it (or cached ``visual_tokens``)."""
 
 
 def id_tensor(ids: Any, device: torch.device | None = None) -> Optional[Tensor]:
@@ -69,6 +75,15 @@ class Step:
         the bridge's forward would: ``make()`` is called on the first request, if any."""
         if self._prompts is None:
             self._offered = make
+
+    def require(self, keys: Sequence[str], reader: str) -> None:
+        """An InputError naming ``reader`` unless the batch holds each of ``keys`` (:data:`MEDIA`: any media)."""
+        for key in keys:
+            if key == MEDIA and not any(k in self.samples for k in (*MEDIA_KEYS, "visual_tokens")):
+                raise InputError(f"{reader} reads the batch's media ({', '.join(MEDIA_KEYS)}); the batch holds "
+                                 f"{sorted(self.samples)}")
+            if key != MEDIA and key not in self.samples:
+                raise InputError(f"{reader} reads batch key {key!r}; the batch holds {sorted(self.samples)}")
 
     def image_ids(self) -> Optional[Tensor]:
         """The batch's ``image_id`` as a ``[B]`` int64 tensor on the features' device, or None."""

@@ -30,13 +30,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
-from ..models.step import Step
+from ..models.step import MEDIA, Step
 
 if TYPE_CHECKING:
     from ..models.assembly import VisionLanguageModel
-
-MEDIA = "media"
-"""The batch key that stands for the model's media: ``image``, ``video``, ``features`` or cached ``visual_tokens``."""
 
 __all__ = ["MEDIA", "Objective", "Step"]
 
