@@ -79,3 +79,17 @@ def test_ensure_tokenizer_trains_on_the_given_lines(tmp_path):
     tokenizer = load_tokenizer(path)
     assert tokenizer.cls_token == "[CLS]" and tokenizer.bos_token == "[DEC]"
     assert tokenizer.tokenize("a red circle") == ["a", "red", "circle"]
+
+
+def test_tokenizers_train_to_the_same_ids_in_every_process():
+    """The WordPiece vocabulary and the Unigram numbering do not follow hash-map order."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json, sys; sys.path.insert(0, 'tests'); from conftest import corpus; "
+            "from vlreg.models.tokenizers import train_tokenizer; "
+            "print([hashlib.sha256(json.dumps(train_tokenizer(corpus(), s, 400).get_vocab(), sort_keys=True)"
+            ".encode()).hexdigest() for s in ('bert', 't5', 'opt')])")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(3)}
+    assert len(runs) == 1, runs

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 Style = Literal["opt", "t5", "bert"]
 
@@ -51,17 +51,17 @@ def train_tokenizer(lines: Iterable[str], style: Style, vocab_size: int = 1000):
         tok.decoder = decoders.Metaspace()
         tok.train_from_iterator(lines, trainers.UnigramTrainer(
             vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False))
+        tok = _in_canonical_order(tok, len(specials))
         tok.post_processor = processors.TemplateProcessing(
             single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
         names = dict(eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
     elif style == "bert":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok = Tokenizer(models.WordPiece(vocab={"[UNK]": 0}, unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                                  show_progress=False))
+        tok.model = models.WordPiece(vocab=_whole_word_vocab(tok, lines, specials, vocab_size), unk_token="[UNK]")
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -70,6 +70,41 @@ def train_tokenizer(lines: Iterable[str], style: Style, vocab_size: int = 1000):
     else:
         raise ValueError(f"unknown tokenizer style {style!r}; one of opt, t5, bert")
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+
+
+def _in_canonical_order(tok: Any, specials: int) -> Any:
+    """``tok`` (Unigram) with its learned pieces numbered by score, then string; the specials keep ids
+    ``0 .. specials - 1``. The trainer numbers pieces of equal score in an order that changes from
+    process to process (hash-map order), and the same lines must give the same token ids."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tok.to_str())
+    vocab = state["model"]["vocab"]  # [[piece, score], ...] in id order
+    state["model"]["vocab"] = vocab[:specials] + sorted(vocab[specials:], key=lambda entry: (-entry[1], entry[0]))
+    return Tokenizer.from_str(json.dumps(state))
+
+
+def _whole_word_vocab(tok: Any, lines: list[str], specials: list[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary of whole words: the specials, every character alone and as a ``##``
+    continuation, then the most frequent words (ties by string) up to ``vocab_size``.
+
+    Built here rather than by the tokenizers library's WordPiece trainer, whose merges of equally
+    frequent pairs follow hash-map order and so differ from process to process. A word outside the
+    vocabulary falls back to its characters, as WordPiece does.
+    """
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for line in lines:
+        counts.update(word for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(line)))
+    alphabet = sorted({char for word in counts for char in word})
+    tokens = [*specials, *alphabet, *(f"##{char}" for char in alphabet)]
+    known = set(tokens)
+    words = [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if word not in known]
+    tokens += words[:max(0, vocab_size - len(tokens))]
+    return {token: i for i, token in enumerate(tokens)}
 
 
 def save_tokenizer(tokenizer, out_dir: str | os.PathLike) -> Path:

@@ -12,7 +12,10 @@ of the world's recipes trains them before the first model needs one::
         texts: {includes: [world/lm_text.yaml]}   # a dataset node: what they learn from
 
 A tokenizer whose directory exists is kept; the texts are read only when one is missing
-(see :func:`vlreg.tasks.base.dataset_texts` for what an item's text is).
+(see :func:`vlreg.tasks.base.dataset_texts` for what an item's text is), with torch's random
+numbers seeded (question-answer items draw one of their answers), and the tokenizers train
+deterministically (:func:`vlreg.models.tokenizers.train_tokenizer`): the same world gives the same
+tokenizers.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ class TrainTokenizers(Preparation):
 
         missing = [spec for spec in self.tokenizers if not Path(spec.path).is_dir()]
         if missing and is_main():
-            texts = dataset_texts(build("dataset", self.texts, "texts"))
+            import torch
+
+            with torch.random.fork_rng(devices=[]):  # answers are drawn: the same draws every time
+                torch.manual_seed(0)
+                texts = dataset_texts(build("dataset", self.texts, "texts"))
             for spec in missing:
                 ensure_tokenizer(spec.path, TokenizerSpec(spec.style, spec.vocab_size), lambda: texts)
                 print(f"[vlreg] tokenizer {spec.path}: trained ({spec.style}, {spec.vocab_size} tokens)", flush=True)
