@@ -10,16 +10,13 @@ pass) offers the prompts from it (:meth:`Step.offer_prompts`), so the bridge is 
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import Features, Prompts
-
-if TYPE_CHECKING:
-    from .assembly import VisionLanguageModel
 
 MEDIA_KEYS = ("image", "video", "features")
 """The batch keys that hold media: ``image`` ``[B,3,H,W]``, ``video`` ``[B,T,3,H,W]``, ``features`` ``[B,N,D]``."""
@@ -40,13 +37,14 @@ def id_tensor(ids: Any, device: torch.device | None = None) -> Optional[Tensor]:
 
 
 class Step:
-    """A batch (``samples``, see :mod:`vlreg.models.assembly`) and the model it trains.
+    """A batch (``samples``, see :mod:`vlreg.models.assembly`) and the model it trains (a
+    :class:`~vlreg.models.assembly.VisionLanguageModel`, which creates its steps).
 
     ``model.encoder``, ``model.bridge``, ``model.prompter`` and ``model.llm`` are the parts;
     :meth:`features` and :meth:`prompts` are computed once per step.
     """
 
-    def __init__(self, model: "VisionLanguageModel", samples: dict[str, Any]):
+    def __init__(self, model: nn.Module, samples: dict[str, Any]):
         self.model, self.samples = model, samples
         self._features: Optional[Features] = None
         self._prompts: Optional[Prompts] = None
