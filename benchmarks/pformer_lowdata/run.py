@@ -109,8 +109,11 @@ def study_project(modality: str, world: Path) -> dict[str, Any]:
 
 
 def arm_project(study: dict[str, Any], arm: str, pairs: int, seed: int, epochs: dict[str, float],
-                align: dict[str, float], work: Path) -> dict[str, Any]:
-    """The study's stages for one arm and seed: its own output directory, pairs, steps and losses."""
+                align: dict[str, float], work: Path, budget_pairs: int | None = None) -> dict[str, Any]:
+    """The study's stages for one arm and seed: its own output directory, pairs, steps and losses.
+
+    Stages 1 and 2 train for ``epochs`` passes over ``budget_pairs`` (default: the arm's own
+    ``pairs``); with ``budget_pairs`` = 10 N, every arm trains for the steps of the 10 N arm."""
     project = copy.deepcopy(study)
     project["name"] = f"{study['name']}_{arm}_seed{seed}"
     project["output_dir"] = str(work / project["name"])
@@ -122,7 +125,7 @@ def arm_project(study: dict[str, Any], arm: str, pairs: int, seed: int, epochs: 
         if stage["name"] not in PAIRED:
             continue
         stage["data"]["train"]["max_samples"] = pairs
-        run["max_steps"] = max(1, math.ceil(epochs[stage["name"]] * pairs / run["batch_size"]))
+        run["max_steps"] = max(1, math.ceil(epochs[stage["name"]] * (budget_pairs or pairs) / run["batch_size"]))
         run["warmup_steps"] = run["max_steps"] // 10
         model["losses"] = [o for o in model["losses"] if o["name"] != "pformer_alignment"]
         if arm.startswith("blip2"):
@@ -251,6 +254,11 @@ def gap_share(arms: dict[str, dict[str, float]], metric: str) -> dict[str, float
     return out
 
 
+def has_gap(share: dict[str, float] | None) -> bool:
+    """Whether blip2_10N beats blip2_N by more than 2 sd, so that a share of the gap means something."""
+    return bool(share) and "share" in share and share["gap_z"] > 2
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -274,7 +282,7 @@ def markdown(table: dict, pairs: dict[str, int], baselines: dict[str, dict[str, 
             lines.append("| gap 10N - N (in sd of a difference) | | " + " | ".join(
                 f"{fmt(s['gap'])} ({fmt(s['gap_z'], 1)} sd)" if s else "" for s in shares.values()) + " | |")
             lines.append("| share of the gap closed by pformer_N | | " + " | ".join(
-                f"{fmt(100 * s['share'], 0)} ± {fmt(100 * s['share_se'], 0)} %" if s and "share" in s else ""
+                f"{fmt(100 * s['share'], 0)} ± {fmt(100 * s['share_se'], 0)} %" if has_gap(s) else "no gap"
                 for s in shares.values()) + " | |")
         lines.append("")
     return "\n".join(lines)
@@ -303,7 +311,7 @@ def plot(table: dict, baselines: dict[str, dict[str, float]], path: Path) -> Non
                 ax.legend(fontsize=7, loc="lower right")
             share = gap_share(table[modality], metric)
             title = f"{modality}: {metric}"
-            if share and "share" in share:
+            if has_gap(share):
                 title += f"\nshare closed {100 * share['share']:.0f} ± {100 * share['share_se']:.0f} %"
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
@@ -342,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="N per modality, e.g. image=500 video=300")
     parser.add_argument("--epochs", nargs="+", default=[f"{k}={v}" for k, v in EPOCHS.items()],
                         help="passes over an arm's pairs per stage, e.g. stage1=3 stage2=6")
+    parser.add_argument("--budget", choices=["epochs", "steps"], default="epochs",
+                        help="epochs: each arm makes --epochs passes over its own pairs (10 N arms train 10 times "
+                             "longer); steps: every arm trains for the 10 N arm's steps (N arms repeat their pairs)")
     parser.add_argument("--align", nargs="+", default=[f"{k}={v}" for k, v in ALIGN.items()],
                         help="P-Former alignment weight per stage, e.g. stage1=10 stage2=100")
     parser.add_argument("--world", type=Path, default=Path("outputs/pformer_lowdata/world"),
@@ -374,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 n = pairs[modality] * (10 if arm.endswith("10N") else 1)
                 started = time.time()
-                project = arm_project(study, arm, n, seed, epochs, align, args.work)
+                budget_pairs = 10 * pairs[modality] if args.budget == "steps" else n
+                project = arm_project(study, arm, n, seed, epochs, align, args.work, budget_pairs)
                 metrics = run_arm(project)
                 steps = {s["name"]: s["run"]["max_steps"] for s in project["stages"] if s["name"] in PAIRED}
                 record = {"modality": modality, "arm": arm, "seed": seed, "pairs": n, "metrics": metrics,
@@ -392,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     spans = [(r["started"], r["started"] + r["seconds"]) for r in done if "started" in r]
     wall = {"arm_seconds": round(sum(r["seconds"] for r in done)),
             "span_seconds": round(max(e for _, e in spans) - min(s for s, _ in spans)) if spans else None}
-    payload = {"pairs": pairs, "epochs": epochs, "align": align, "lm_steps": LM_STEPS, "pformer": PFORMER,
+    payload = {"pairs": pairs, "budget": args.budget, "epochs": epochs, "align": align, "lm_steps": LM_STEPS, "pformer": PFORMER,
                "machine": machine(), "wall": wall, "table": table, "gap": shares, "text_only": baselines,
                "runs": done}
     args.out.mkdir(parents=True, exist_ok=True)
