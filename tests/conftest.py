@@ -4,24 +4,21 @@ deprecations reached from vlreg's code fail the test that reaches them."""
 from __future__ import annotations
 
 import os
-import random
 import sys
 import warnings
 
 import pytest
 import torch
 
+from tests.common import corpus
+
 # The suite checks numbers (parity with transformers, exact resumes), so it runs in fp32 on every CPU:
 # `precision: auto` would otherwise mean bf16 on CPUs with native bf16 and fp32 on the others.
-# tests/test_device.py checks what auto resolves to, with the CPU's capabilities mocked.
+# tests/vlreg/test_device.py checks what auto resolves to, with the CPU's capabilities mocked.
 os.environ.setdefault("VLREG_CPU_BF16", "0")
 # Tiny models run fastest on one thread, and the runs the tests start (in this process or in
 # subprocesses) then keep to one: run.threads auto honours OMP_NUM_THREADS.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
-SHAPES = ["circle", "square", "triangle", "star"]
-PLACES = ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
 
 
 def deprecated_by_transformers_for_vlreg(category: type) -> bool:
@@ -75,17 +72,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def corpus(n: int = 2000, seed: int = 0) -> list[str]:
-    """Sentences in the style of the synthetic world's captions."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        colour, shape, place = rng.choice(COLOURS), rng.choice(SHAPES), rng.choice(PLACES)
-        size = rng.choice(["a small", "a large", "a"])
-        lines.append(f"{size} {colour} {shape} {place}")
-    return lines
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from conftest import deprecated_by_transformers_for_vlreg
+from tests.conftest import deprecated_by_transformers_for_vlreg
 
 
 def function_in(module: str, source: str, **names):

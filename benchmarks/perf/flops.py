@@ -34,7 +34,7 @@ twice the forward less the visual keys' and values' input gradient.
 
 torch's ``FlopCounterMode`` (:func:`counted_flops`) counts the same on a real step when the
 attention products are left out (``attention=False``): it does not see the CPU attention
-kernels (``tests/test_bench_perf.py`` checks the two agree). AdamW's elementwise update is
+kernels (``tests/benchmarks/test_perf.py`` checks the two agree). AdamW's elementwise update is
 not counted.
 """
 

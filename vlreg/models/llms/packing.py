@@ -15,7 +15,7 @@ attention kernel the device runs:
 
 - **CPU**, transformers' SDPA attention: the rows carry a dense block-diagonal mask, and
   :func:`plan_rows` weighs the shorter rows against the longer attention. Measured a win on CPU
-  (``benchmarks/perf``), and checked equal to the padded computation in ``tests/test_perf_paths.py``.
+  (``benchmarks/perf``), and checked equal to the padded computation in ``tests/vlreg/test_perf_paths.py``.
 - **CUDA** with FlashAttention (``attn_implementation: flash_attention_2`` or ``_3``): padding-free
   in transformers' own format: every sequence end to end in one row, position ids restarting at 0 for
   each, and no attention mask; the FlashAttention path reads the sequence boundaries from the position
