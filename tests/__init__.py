@@ -1,2 +1,3 @@
-"""vlreg's tests. ``tests/vlreg/`` mirrors the package, ``tests/integration/`` is the integration tier,
-``tests/benchmarks/`` tests the benchmarks' own code, ``tests/assets/`` holds the files tests read."""
+"""vlreg's tests. ``tests/vlreg/`` mirrors the package, ``tests/integration/`` is the integration tier (all of it
+marked slow), ``tests/benchmarks/`` tests the benchmarks' own code, ``tests/assets/`` holds the files tests read.
+The fast tier: ``python -m pytest -q -m "not slow" tests``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ os.environ.setdefault("VLREG_CPU_BF16", "0")
 # Tiny models run fastest on one thread, and the runs the tests start (in this process or in
 # subprocesses) then keep to one: run.threads auto honours OMP_NUM_THREADS.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
 def deprecated_by_transformers_for_vlreg(category: type) -> bool:
@@ -41,7 +44,17 @@ def deprecated_by_transformers_for_vlreg(category: type) -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than about 20 s (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds, or is in the integration tier "
+                                       "(tests/integration/); the fast tier is -m 'not slow'")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is slow: recipes, torchrun, pip installs and end-to-end runs on the
+    synthetic world. Elsewhere a test over a few seconds carries ``@pytest.mark.slow`` itself."""
+    for item in items:
+        if INTEGRATION in item.path.resolve().parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(wrapper=True)

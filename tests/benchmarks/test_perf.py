@@ -136,6 +136,7 @@ def test_a_precision_the_cpu_emulates_is_skipped_unless_asked_for(monkeypatch, n
     assert fast == expected and (fast is not None or "--all-precisions" in why)
 
 
+@pytest.mark.slow
 def test_the_tiny_scale_runs_every_benchmark_path_of_a_gpu_run(texts, tmp_path, capsys, monkeypatch):
     """pair_rows and stage1_rows, as ``--device cuda --scale paper`` calls them, here on the CPU at tiny scale."""
     from benchmarks.perf.utilisation import Peaks

@@ -19,8 +19,6 @@ from vlreg.run import main as run_main
 
 from tests.common import ROOT
 
-pytestmark = pytest.mark.slow
-
 TINY = ["world.task.size=small", "all.run.max_steps=2", "all.run.batch_size=4", "all.run.num_workers=0",
         "all.run.warmup_steps=0", "all.run.log_every=1", "all.data.eval.max_samples=4"]
 """The recipes in miniature: the small world, two steps of four items per stage, four items per evaluation."""

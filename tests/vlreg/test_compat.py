@@ -28,6 +28,7 @@ def test_decision_from_local_version_tags(torch_v, tv_v, mismatch):
     assert local_tag("2.13.0+cpu") == "cpu" and local_tag("2.13.0") == ""
 
 
+@pytest.mark.slow
 def test_mismatched_install_gets_schemas_and_timm_imports():
     result = run("""
         import importlib.metadata as md

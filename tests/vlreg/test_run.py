@@ -270,6 +270,7 @@ def test_a_damaged_checkpoint_and_a_full_disk_are_one_line(lm_stage, tmp_path, c
     assert_one_line(*cli(["--cfg", str(config)], capsys), "no intact checkpoint in")
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_output_directory_is_refused(lm_stage, tmp_path, capsys, monkeypatch):
     """The first run is real (a subprocess); the second, in-process, is refused; a dead run's lock is taken over."""
     monkeypatch.setenv("VLREG_TEST_SECRET", "x")
@@ -309,6 +310,7 @@ def python(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_the_commands_as_typed(stage_file):
     out = python("-m", "vlreg", "run", "--cfg", str(stage_file), "--dry-run")  # options right after `run`
     assert out.returncode == 0 and "stage tiny: task pretrain_stage2" in out.stdout, out.stderr

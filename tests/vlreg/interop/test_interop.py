@@ -207,6 +207,7 @@ def test_save_transformers_writes_a_directory_transformers_loads(saved_blip2, tm
     assert len(again.llm.tokenizer) == len(model.llm.tokenizer) + 1  # plus <image>, never produced from text
 
 
+@pytest.mark.slow
 def test_exporting_what_transformers_cannot_hold_is_a_clear_error(tiny_nodes):
     from vlreg.config import load_config, to_plain
 

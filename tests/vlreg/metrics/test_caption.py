@@ -78,6 +78,7 @@ def test_coco_files_become_gts_and_res(coco_inputs):
     assert loaded == (gts, res)
 
 
+@pytest.mark.slow
 def test_caption_scores_equal_pycocoevalcap_and_pinned_values(coco_inputs):
     gts, res = coco_inputs
     scores = caption_scores(gts, res)

@@ -139,6 +139,7 @@ def _two_rank_worker(rank, init_file, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_itc_negatives_come_from_every_rank(tmp_path):
     import torch.multiprocessing as mp
 

@@ -108,6 +108,7 @@ def test_tiny_models_build_and_run(name, tokenizer_dirs):
     assert losses["loss"].isfinite()
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_counts():
     config = ASSETS / "configs" / "paper_stage2_opt2.7b.yaml"
     result = subprocess.run([sys.executable, "-m", "vlreg.run", "--cfg", str(config), "--dry-run"],

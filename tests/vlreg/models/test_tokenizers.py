@@ -1,5 +1,7 @@
 """Tokenizers trained on given lines: the special tokens of each style, the same ids in every process."""
 
+import pytest
+
 from vlreg.models.tokenizers import TokenizerSpec, ensure_tokenizer, load_tokenizer
 
 from tests.common import ROOT
@@ -12,6 +14,7 @@ def test_ensure_tokenizer_trains_on_the_given_lines(tmp_path):
     assert tokenizer.tokenize("a red circle") == ["a", "red", "circle"]
 
 
+@pytest.mark.slow
 def test_tokenizers_train_to_the_same_ids_in_every_process():
     """The WordPiece vocabulary and the Unigram numbering do not follow hash-map order."""
     import subprocess

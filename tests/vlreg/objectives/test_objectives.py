@@ -247,6 +247,7 @@ def test_an_objective_registered_elsewhere_trains_alongside(tiny_nodes):
         registry("objective")._entries.pop("test_prompt_norm")
 
 
+@pytest.mark.slow
 def test_objectives_are_listed_with_what_they_need():
     out = subprocess.run([sys.executable, "-m", "vlreg", "list", "-l", "objective"], capture_output=True, text=True,
                          cwd=ROOT)

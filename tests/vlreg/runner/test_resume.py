@@ -27,6 +27,7 @@ def command(output_dir, weights, workers, sleep=0.0):
             "--dropout", "0.2", "--sleep", str(sleep), "--weights", str(weights)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path, workers):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

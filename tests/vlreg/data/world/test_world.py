@@ -66,6 +66,7 @@ def test_small_world_is_fast_and_reused(world):
     assert (world / "world.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_partial_world_is_regenerated(world, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(world, copy)
@@ -109,6 +110,7 @@ def test_command_line(world, capsys):
     assert "holds a world with size=small seed=0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_world(world, tmp_path):
     again = make_world(tmp_path / "again", size="small", seed=0)
     files = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())

@@ -173,6 +173,7 @@ def stage1(qformer, features, texts, image_ids=None, **weights):
     return losses, sum(objective.weights()[name] * value for name, value in losses.items()), query_states
 
 
+@pytest.mark.slow
 def test_stage1_losses_fall_on_a_learnable_task(tokenizer_dir):
     # each of 6 classes has its own "visual tokens" (plus noise) and its own caption
     ours = tiny_qformer(tokenizer_dir, cross_attention_every=1, num_layers=2, vision_width=128, llm_width=24).train()
@@ -239,6 +240,7 @@ def _stage1_rank_worker(rank, tokenizer_dir, init_file, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_stage1_losses_on_two_ranks(tokenizer_dir, tmp_path):
     import torch.multiprocessing as mp
 

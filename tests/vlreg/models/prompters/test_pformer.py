@@ -274,6 +274,7 @@ def write_corpus(directory, lines):
     return str(directory)
 
 
+@pytest.mark.slow
 def test_stage0_through_the_runner_reconstructs_held_out_sentences_from_prompts_alone(
         tmp_path, tokenizer_dirs, sentences, pretrained_lm):
     train, held_out = sentences
@@ -309,6 +310,7 @@ def test_stage0_through_the_runner_reconstructs_held_out_sentences_from_prompts_
         assert torch.equal(frozen(held_out).embeds, model.prompter(held_out).embeds)
 
 
+@pytest.mark.slow
 def test_stage0_with_an_encoder_decoder_llm_lowers_the_reconstruction_loss(tokenizer_dirs, sentences, pretrained_lm):
     """T5 reads ``[prompts; word prefix]`` and decodes the rest: the prompts learn what the prefix leaves out."""
     batch = {"text_input": sentences[1][:8]}
