@@ -6,7 +6,6 @@ import pytest
 import torch
 import yaml
 
-from vlreg.errors import ConfigError
 from vlreg.pipeline import Project, build_model, initialise
 from vlreg.run import main as run_main
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..data.collate import collate
