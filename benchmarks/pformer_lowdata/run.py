@@ -19,10 +19,11 @@ reads caption pairs ``A</s>B`` of one item (it learns to use what came before); 
 longer P-Former stage 0, shared by both modalities; a zero-shot VQA stage after stage 2
 (the stage-2 model answers the test questions with "Question: {} Short answer:", no QA
 training), before the secondary QA fine-tuning. Each arm trains stage 1 and stage 2 for a
-fixed number of epochs over its pairs (a budget proportional to its data: 10 N pairs get
-10 times the steps), and reports R@1 (stage 1's retrieval, mean of both directions), CIDEr
-(stage 2's captioning), zero-shot VQA accuracy, and fine-tuned VQA accuracy (the QA stage:
-every arm fine-tuned for the same steps on the whole QA training split). N counts pairs
+fixed number of epochs over its pairs (``--budget epochs``, a budget proportional to its data:
+10 N pairs get 10 times the steps; ``--budget steps``: every arm gets the 10 N arm's steps),
+and reports R@1 (stage 1's retrieval, mean of both directions), CIDEr (stage 2's captioning),
+zero-shot VQA accuracy, and fine-tuned VQA accuracy (the QA stage: every arm fine-tuned for the
+same steps on the whole QA training split). N counts pairs
 (a picture or clip with five captions is five pairs; an arm takes the first N).
 
     python benchmarks/pformer_lowdata/run.py --prepare-only              # world, LM, vision, P-Former
