@@ -261,6 +261,12 @@ def validate_stage(stage: Stage) -> None:
         resolve_precision(run_config.precision)
     except ConfigError as exc:
         raise ConfigError(f"{where}.run.precision: {exc}") from None
+    trains = run_config.max_epochs or run_config.max_steps
+    if trains and task.needs_model_losses() and not type(task).model_node(cfg.get("model")).get("losses"):
+        length = f"{run_config.max_epochs} epochs" if run_config.max_epochs else f"{run_config.max_steps} steps"
+        raise ConfigError(f"{where}.model.losses: the stage trains for {length} but its model lists no objective; "
+                          "list them, e.g. [{name: lm}] (vlreg list -l objective), or set run.max_steps: 0 "
+                          "to evaluate only")
     registry("runner").get(cfg.get("runner") or "trainer")
     metrics = task.metric_names()
     best = run_config.best_metric

@@ -138,6 +138,7 @@ def test_a_bad_stage_is_one_line_before_any_work(stage_file, tmp_path, capsys, o
     ("stages={a: 1}", "override 'stages={a: 1}': stages is a list"),
     ("stages.1.init.bridge=vqa", "stages.stage2.init.bridge: 'vqa' is neither an earlier stage (stage1)"),
     ("stages.0.run.best_metric=CIDEr", "'CIDEr' is not a metric of task Stage1Pretraining"),
+    ("vqa.run.max_steps=2", "stages.vqa.model.losses: the stage trains for 2 steps but its model lists no objective"),
 ])
 def test_a_bad_override_of_a_project_is_one_line(project_file, capsys, override, message):
     assert_one_line(*cli(["--cfg", str(project_file), "--dry-run", override], capsys), message)

@@ -20,24 +20,37 @@ class Task:
     The runner and the pipeline call every method below; a subclass implements :meth:`evaluate`
     and overrides the hooks it needs, each of which has a default:
 
-    ==================  =====================================================================
-    hook                default
-    ==================  =====================================================================
-    objectives          none: the ``model.losses`` of the stage are what it trains
-    build_model         the :class:`VisionLanguageModel` of the ``model:`` node
-    validate_model      checks that node (every component and objective) without building
-    train_step          the model's named losses for a batch (``loss`` is minimised)
-    collate             :func:`vlreg.data.collate.collate` (tensors stacked, bad media set aside)
-    parameter_groups    None: the runner's (no weight decay on norms, biases, embeddings)
-    metric_names        None: the evaluation's metrics are not declared in advance
-    counters            ``{}``: no counts of its own in ``results.json``
-    export              None: the stage exports nothing
-    ==================  =====================================================================
+    ====================  =====================================================================
+    hook                  default
+    ====================  =====================================================================
+    objectives            none: the ``model.losses`` of the stage are what it trains
+    trains_model_losses   None: a training stage needs ``model.losses`` where ``train_step`` is Task's own
+    build_model           the :class:`VisionLanguageModel` of the ``model:`` node
+    validate_model        checks that node (every component and objective) without building
+    train_step            the model's named losses for a batch (``loss`` is minimised)
+    collate               :func:`vlreg.data.collate.collate` (tensors stacked, bad media set aside)
+    parameter_groups      None: the runner's (no weight decay on norms, biases, embeddings)
+    metric_names          None: the evaluation's metrics are not declared in advance
+    counters              ``{}``: no counts of its own in ``results.json``
+    export                None: the stage exports nothing
+    ====================  =====================================================================
     """
 
     objectives: ClassVar[tuple[Mapping[str, Any], ...]] = ()
     """The objectives that define the task: a model node without ``losses`` trains these, and one with
     ``losses`` must list each of them (by name, with the weights it chooses)."""
+
+    trains_model_losses: ClassVar[Optional[bool]] = None
+    """Whether :meth:`train_step` minimises the model's ``losses``, so that a stage that trains must have
+    some; None: where the task keeps Task's own :meth:`train_step` (one that overrides it and still
+    trains the model's losses says True)."""
+
+    @classmethod
+    def needs_model_losses(cls) -> bool:
+        """Whether a stage of this task that trains must have ``model.losses`` (see :attr:`trains_model_losses`)."""
+        if cls.trains_model_losses is not None:
+            return cls.trains_model_losses
+        return cls.train_step is Task.train_step
 
     def build_model(self, node: Optional[Mapping[str, Any]]) -> nn.Module:
         """The stage's model from its ``model:`` node (a :class:`VisionLanguageModel`)."""

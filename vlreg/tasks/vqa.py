@@ -37,6 +37,8 @@ class VQATask(Task):
         self.generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                length_penalty=length_penalty)
 
+    trains_model_losses = True  # train_step only formats the questions
+
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         batch = dict(batch, text_input=[self.prompt.format(q) for q in batch["text_input"]])
         return super().train_step(model, batch)
