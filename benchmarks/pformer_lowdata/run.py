@@ -23,8 +23,8 @@ fixed number of epochs over its pairs (``--budget epochs``, a budget proportiona
 10 N pairs get 10 times the steps; ``--budget steps``: every arm gets the 10 N arm's steps),
 and reports R@1 (stage 1's retrieval, mean of both directions), CIDEr (stage 2's captioning),
 zero-shot VQA accuracy, and fine-tuned VQA accuracy (the QA stage: every arm fine-tuned for the
-same steps on the whole QA training split). N counts pairs
-(a picture or clip with five captions is five pairs; an arm takes the first N).
+same steps on the whole QA training split). N counts pairs (a picture or clip with five
+captions is five pairs; an arm takes the first N).
 
     python benchmarks/pformer_lowdata/run.py --prepare-only              # world, LM, vision, P-Former
     OMP_NUM_THREADS=1 python benchmarks/pformer_lowdata/run.py &         # two processes share the arms
@@ -405,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     spans = [(r["started"], r["started"] + r["seconds"]) for r in done if "started" in r]
     wall = {"arm_seconds": round(sum(r["seconds"] for r in done)),
             "span_seconds": round(max(e for _, e in spans) - min(s for s, _ in spans)) if spans else None}
-    payload = {"pairs": pairs, "budget": args.budget, "epochs": epochs, "align": align, "lm_steps": LM_STEPS, "pformer": PFORMER,
-               "machine": machine(), "wall": wall, "table": table, "gap": shares, "text_only": baselines,
+    payload = {"pairs": pairs, "budget": args.budget, "epochs": epochs, "align": align, "lm_steps": LM_STEPS,
+               "pformer": PFORMER, "machine": machine(), "wall": wall, "table": table, "gap": shares, "text_only": baselines,
                "runs": done}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(payload, indent=2))

@@ -31,13 +31,13 @@ class VQATask(Task):
         num_beams, max_new_tokens, min_new_tokens, length_penalty: generation settings.
     """
 
+    trains_model_losses = True  # train_step only formats the questions
+
     def __init__(self, prompt: str = "Question: {} Short answer:", method: Literal["generate", "rank"] = "generate",
                  num_beams: int = 5, max_new_tokens: int = 10, min_new_tokens: int = 1, length_penalty: float = -1.0):
         self.prompt, self.method = prompt, method
         self.generation = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                length_penalty=length_penalty)
-
-    trains_model_losses = True  # train_step only formats the questions
 
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         batch = dict(batch, text_input=[self.prompt.format(q) for q in batch["text_input"]])
