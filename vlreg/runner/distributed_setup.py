@@ -38,6 +38,7 @@ replicated. Checkpoints hold full (unsharded) tensors either way.
 from __future__ import annotations
 
 import atexit
+import gc
 import contextlib
 import datetime
 import os
@@ -91,8 +92,13 @@ def setup_distributed(timeout_minutes: float = 30.0) -> DistEnv:
 
 def _destroy() -> None:
     """At exit: wait for every rank, then take the process group down together (a rank that
-    tears its group down while a peer still uses it can abort the peer)."""
+    tears its group down while a peer still uses it can abort the peer).
+
+    Models left in reference cycles (FSDP2's hooks make them) are collected first, while the
+    interpreter is whole: gloo work they hold, freed later during the interpreter's teardown,
+    aborts the process."""
     if collectives.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
