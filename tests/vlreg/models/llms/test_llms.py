@@ -96,6 +96,11 @@ def test_targets_are_cut_to_max_text_length_and_end_with_eos(tiny):
 
 
 # -- loss and logits against transformers called by hand ------------------------------------
+# A batch with padding and one sequence alone round differently in fp32: the tiny T5's logits (up to
+# about 32) differ by up to 1.3e-5 between the two, so logits are compared to 1e-4.
+LOGITS_ATOL = 1e-4
+
+
 def test_decoder_only_logits_and_loss_match_transformers(tiny):
     llm = tiny("opt", prompt="a photo of")
     tok = llm.tokenizer
@@ -110,7 +115,7 @@ def test_decoder_only_logits_and_loss_match_transformers(tiny):
         attention = torch.cat([mask[i:i + 1].long(), torch.ones(1, len(ids), dtype=torch.long)], dim=1)
         logits = llm.model(inputs_embeds=raw_inputs(llm, prompts.embeds[i:i + 1], ids), attention_mask=attention).logits[0]
         real = attention[0].bool()
-        assert torch.allclose(out.logits[i, : len(real)][real], logits[real], atol=1e-5)
+        assert torch.allclose(out.logits[i, : len(real)][real], logits[real], atol=LOGITS_ATOL)
         first = 3 + len(context) - 1  # the position that predicts the first text token
         predicted = logits[first: first + len(ids) - len(context)]
         losses = losses + F.cross_entropy(predicted, torch.tensor(ids[len(context):]), reduction="sum")
@@ -129,7 +134,7 @@ def test_encoder_decoder_logits_and_loss_match_transformers(tiny):
         labels = torch.tensor([tok(answer).input_ids])
         reference = llm.model(inputs_embeds=raw_inputs(llm, prompts.embeds[i:i + 1], tok(f"Question: {question}").input_ids),
                               labels=labels)
-        assert torch.allclose(out.logits[i, : labels.shape[1]], reference.logits[0], atol=1e-5)
+        assert torch.allclose(out.logits[i, : labels.shape[1]], reference.logits[0], atol=LOGITS_ATOL)
         total, count = total + reference.loss * labels.shape[1], count + labels.shape[1]
     assert torch.allclose(llm.loss(prompts, questions, answers), total / count, atol=1e-5)
 
