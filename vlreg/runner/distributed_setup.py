@@ -164,11 +164,6 @@ def is_fsdp(module: nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
-def inner_step(wrapped: nn.Module) -> TaskStep:
-    """The :class:`TaskStep` inside a DDP wrapper (FSDP2 wraps in place)."""
-    return wrapped.module if isinstance(wrapped, nn.parallel.DistributedDataParallel) else wrapped
-
-
 @contextlib.contextmanager
 def gradient_sync(wrapped: nn.Module, enabled: bool) -> Iterator[None]:
     """Skip the gradient all-reduce / reduce-scatter inside the block unless ``enabled``

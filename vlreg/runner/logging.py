@@ -126,10 +126,6 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=initial, file=self.stream, dynamic_ncols=True, unit="step")
 
-    @property
-    def interactive(self) -> bool:
-        return self._bar is not None
-
     def advance(self, step: int, loss: Optional[float] = None, samples_per_s: Optional[float] = None) -> None:
         """One optimizer step done (the bar moves; plain output waits for :meth:`report`)."""
         if self._bar is None:
