@@ -208,13 +208,12 @@ class VisionLanguageModel(nn.Module):
             raise ConfigError("the model trains no objective: list them under model.losses, e.g. [{name: lm}] "
                               "(vlreg list -l objective)")
         step = Step(self, samples)
-        running = [objective for objective in self.objectives if objective.active()]
-        for objective in running:
+        running = [(objective, active) for objective in self.objectives if (active := objective.active())]
+        for objective, _ in running:
             step.require(objective.batch_keys, f"objective {objective_name(objective)!r}")
         losses: dict[str, Tensor] = {}
         weighted = []
-        for objective in running:
-            active = objective.active()
+        for objective, active in running:
             for name, value in objective(step).items():
                 losses[name] = value
                 weighted.append(active[name] * value)
