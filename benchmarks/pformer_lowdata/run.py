@@ -326,15 +326,11 @@ def machine() -> dict[str, str]:
     import torch
     import transformers
 
-    cpu, flags = platform.processor(), []
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        present = next(line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags"))
-        flags = [f for f in present if f.startswith(("avx512", "amx"))]
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "flags": " ".join(flags), "python": platform.python_version(),
+    from vlreg.device import cpu_flags, cpu_name
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
+    return {"cpu": cpu_name(), "cores": str(os.cpu_count()), "flags": " ".join(flags),
+            "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__}
 
 
